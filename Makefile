@@ -1,0 +1,141 @@
+# Makefile: builds files from files, seeds -> dataset -> features -> CRNN -> ONNX -> Pulsar2 -> axmodel.
+# Imperative and remote work (Docker daemon, images, the board) lives in tasks.py (invoke).
+# Tunables live in pipeline/params/$(PARAMS)/*.toml, which are prerequisites: edit one and only the
+# stages downstream of it rebuild. Make variables choose infrastructure only.
+SHELL         := bash
+.SHELLFLAGS   := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS     += --no-builtin-rules --warn-undefined-variables
+
+BUILD         ?= build
+SEEDS         ?= data/demo-seeds
+PARAMS        ?= default
+PYTHON        ?= python3
+DOCKER        ?= docker
+DOCKER_SOCKET ?= /var/run/docker.sock
+# auto: containers when a Docker daemon socket exists, else native; docker: insist; local: native.
+RUNNER        ?= auto
+# The vendor compiler image (docker load -i ax_pulsar2_<ver>.tar.gz). Used when it exists; otherwise
+# the project's Pulsar2 EMULATOR runs, with a banner. Naming a missing image explicitly is an error.
+PULSAR2_IMAGE ?= pulsar2:4.2
+BASE_IMAGE    ?= python:3.11-slim-bookworm
+HOLDOUT       ?=
+
+B      := $(BUILD)
+P      := pipeline/params/$(PARAMS)
+IMAGES := $(B)/images
+
+ifeq ($(wildcard $(P)/dataset.toml),)
+$(error PARAMS=$(PARAMS): no preset folder $(P)/ (presets: $(notdir $(wildcard pipeline/params/*))))
+endif
+
+# ---- runner ------------------------------------------------------------------------------------
+ifeq ($(RUNNER),auto)
+RUNNER_USED := $(if $(wildcard $(DOCKER_SOCKET)),docker,local)
+RUNNER_WHY  := $(if $(wildcard $(DOCKER_SOCKET)),found $(DOCKER_SOCKET),no $(DOCKER_SOCKET))
+else ifneq ($(filter $(RUNNER),docker local),)
+RUNNER_USED := $(RUNNER)
+RUNNER_WHY  := RUNNER=$(RUNNER)
+else
+$(error RUNNER=$(RUNNER): expected auto, docker or local)
+endif
+ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+$(info runner: $(RUNNER_USED) ($(RUNNER_WHY)))
+endif
+
+ifeq ($(RUNNER_USED),docker)
+TRAIN_IMAGE   := $(IMAGES)/train.id
+PULSAR2_EMU   := $(IMAGES)/pulsar2-emulator.id
+# Every host path a stage sees is mounted at the same path in the container.
+MOUNTS        := $(sort $(CURDIR) $(filter-out $(CURDIR)/%,$(abspath $(SEEDS) $(B) $(HOLDOUT))))
+RUN            = $(DOCKER) run --rm --network none -u $$(id -u):$$(id -g) -e HOME=/tmp \
+                 -e KWS_IMAGE_ID=$$(cat $(TRAIN_IMAGE)) $(foreach m,$(MOUNTS),-v $(m):$(m)) -w $(CURDIR) \
+                 $$(cat $(TRAIN_IMAGE)) python3
+else
+TRAIN_IMAGE   :=
+PULSAR2_EMU   :=
+RUN            = $(PYTHON)
+endif
+
+# ---- inputs ------------------------------------------------------------------------------------
+# Class folders are prerequisites too: adding or removing a seed changes the folder's mtime.
+SEED_DIRS  := $(wildcard $(SEEDS)/*/)
+SEED_FILES := $(wildcard $(SEEDS)/*/*.wav $(SEEDS)/*/*.WAV)
+COMMON_PY  := pipeline/__init__.py pipeline/cli.py pipeline/io.py pipeline/provenance.py pipeline/contract.py
+
+DATASET    := $(B)/dataset/manifest.json
+FEATURES   := $(B)/features/manifest.json
+CKPT       := $(B)/model/ckpt.pt
+ONNX       := $(B)/model/kws.onnx
+CALIB      := $(B)/calib/calib_kws.tar
+NPU_INPUTS := $(B)/npu_inputs/manifest.json
+P2_CONFIG  := $(B)/pulsar2/kws_build_int8_config.json
+AXMODEL    := $(B)/pulsar2/output/compiled.axmodel
+QUANT      := $(B)/reports/quant_report.json
+
+.PHONY: all dataset features train onnx calib npu-inputs config axmodel quant-report \
+        demo-seeds test clean help where
+
+all: $(AXMODEL) $(QUANT) $(NPU_INPUTS) ## everything: dataset ... compiled.axmodel, quant report, board inputs
+	@$(PYTHON) -m pipeline.where --build $(B)
+dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
+features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,64]
+train: $(CKPT)                 ## trained CRNN checkpoint + metrics
+onnx: $(ONNX)                  ## ONNX export, gated on ONNX Runtime vs PyTorch parity
+calib: $(CALIB)                ## Pulsar2 calibration tar (Numpy format)
+npu-inputs: $(NPU_INPUTS)      ## per-sample input.bin folders + LF list.txt + labels.csv
+config: $(P2_CONFIG)           ## schema-validated kws_build_int8_config.json
+axmodel: $(AXMODEL)            ## compiled.axmodel (real Pulsar2 image if present, else the EMULATOR)
+quant-report: $(QUANT)         ## INT8 vs FP32 agreement on held-back features
+where:                         ## print where each artifact is
+	@$(PYTHON) -m pipeline.where --build $(B)
+demo-seeds:                    ## regenerate data/demo-seeds with espeak-ng + synthetic background
+	$(PYTHON) -m pipeline.demo_seeds --out data/demo-seeds
+test:                          ## run the test suite
+	$(PYTHON) -m pytest
+clean:                         ## delete $(BUILD)
+	rm -rf $(B)
+help:                          ## list targets
+	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | expand -t 16
+
+# ---- pipeline ----------------------------------------------------------------------------------
+$(DATASET): $(P)/dataset.toml $(SEED_DIRS) $(SEED_FILES) pipeline/dataset.py pipeline/audio.py \
+            pipeline/augment.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.dataset --params $(P)/dataset.toml --seeds $(SEEDS) --out $(@D)
+
+$(FEATURES): $(DATASET) $(P)/features.toml pipeline/features.py pipeline/audio.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.features --params $(P)/features.toml --dataset $(<D) --out $(@D)
+
+$(CKPT): $(FEATURES) $(P)/train.toml pipeline/train.py pipeline/model.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.train --params $(P)/train.toml --features $(<D) --out $(@D)
+
+$(ONNX): $(CKPT) $(FEATURES) $(P)/export.toml pipeline/export.py pipeline/model.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.export --params $(P)/export.toml --ckpt $< --features $(B)/features \
+	    --out $@ --report $(B)/reports/onnx_parity.json
+
+$(CALIB): $(FEATURES) $(P)/calib.toml pipeline/calib.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.calib --params $(P)/calib.toml --features $(<D) --out $@
+
+$(NPU_INPUTS): $(FEATURES) $(P)/npu_inputs.toml pipeline/npu_inputs.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.npu_inputs --params $(P)/npu_inputs.toml --features $(<D) --out $(@D)
+
+# ---- Pulsar2 -----------------------------------------------------------------------------------
+$(P2_CONFIG): $(ONNX) $(CALIB) $(P)/pulsar2.toml pulsar2/config.py pulsar2/config.template.json \
+              schemas/pulsar2-config.schema.json $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pulsar2.config --params $(P)/pulsar2.toml --onnx $< --calib $(CALIB) --build $(B) --out $@
+
+$(AXMODEL): $(P2_CONFIG) $(ONNX) $(CALIB) pulsar2/build.py $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
+	$(PYTHON) -m pulsar2.build --config $< --build $(B) --out $@ --runner $(RUNNER_USED) \
+	    --image $(PULSAR2_IMAGE) --image-origin "$(origin PULSAR2_IMAGE)" --emulator-image-id "$(PULSAR2_EMU)"
+
+$(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) pulsar2/quant_report.py $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pulsar2.quant_report --axmodel $< --onnx $(ONNX) --features $(B)/features --out $@
+
+# ---- images (docker runner only) ---------------------------------------------------------------
+$(IMAGES)/train.id: docker/train.Dockerfile docker/requirements.lock
+	$(PYTHON) docker/build_image.py --name train --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
+
+$(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/train.id $(wildcard pulsar2/*.py pulsar2/emulator/*.py) \
+                               schemas/pulsar2-config.schema.json
+	$(PYTHON) docker/build_image.py --name pulsar2-emulator --dockerfile $< --from-iidfile $(IMAGES)/train.id --iidfile $@

@@ -1,0 +1,1 @@
+"""Board side: Fabric deploy / run / pull against an AX630C board or the board EMULATOR."""

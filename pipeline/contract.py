@@ -1,0 +1,75 @@
+"""The feature contract: the one description of how audio becomes a model input.
+
+Training, export, calibration, board inputs and streaming detection all read it from
+``features.toml`` (or from the checkpoint / ONNX metadata that embeds it) and refuse to mix contracts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class ContractMismatch(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureContract:
+    sample_rate: int = 16000
+    clip_samples: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    n_frames: int = 98
+    f_min_hz: float = 0.0
+    f_max_hz: float = 8000.0
+    power_floor: float = 1e-10
+    norm_mean_db: float = -45.0
+    norm_std_db: float = 25.0
+
+    def __post_init__(self) -> None:
+        frames = 1 + (self.clip_samples - self.win_length) // self.hop_length
+        if frames != self.n_frames:
+            raise ContractMismatch(
+                f"feature contract is inconsistent: {self.clip_samples} samples with window "
+                f"{self.win_length} and hop {self.hop_length} give {frames} frames, not n_frames={self.n_frames}"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 1, self.n_frames, self.n_mels)
+
+    @property
+    def input_bytes(self) -> int:
+        return 4 * self.n_frames * self.n_mels
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "FeatureContract":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ContractMismatch(f"unknown feature-contract keys {unknown}; known: {sorted(names)}")
+        return cls(**dict(data))
+
+    def check_compatible(self, other: "FeatureContract", what: str = "model") -> None:
+        """Raise ContractMismatch naming every field that differs."""
+        diffs = [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+        if diffs:
+            raise ContractMismatch(
+                f"feature contract of the {what} differs from the one in use ({'; '.join(diffs)}); "
+                "rebuild the features and the model with the same features.toml"
+            )
