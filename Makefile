@@ -73,12 +73,12 @@ NPU_INPUTS := $(B)/npu_inputs/manifest.json
 P2_CONFIG  := $(B)/pulsar2/kws_build_int8_config.json
 AXMODEL    := $(B)/pulsar2/output/compiled.axmodel
 QUANT      := $(B)/reports/quant_report.json
+INDEX      := $(B)/artifacts.txt
 
 .PHONY: all dataset features train onnx calib npu-inputs config axmodel quant-report \
         demo-seeds test clean help where
 
-all: $(AXMODEL) $(QUANT) $(NPU_INPUTS) ## everything: dataset ... compiled.axmodel, quant report, board inputs
-	@$(PYTHON) -m pipeline.where --build $(B)
+all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
 features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,64]
 train: $(CKPT)                 ## trained CRNN checkpoint + metrics
@@ -119,6 +119,10 @@ $(CALIB): $(FEATURES) $(P)/calib.toml pipeline/calib.py $(COMMON_PY) $(TRAIN_IMA
 
 $(NPU_INPUTS): $(FEATURES) $(P)/npu_inputs.toml pipeline/npu_inputs.py $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.npu_inputs --params $(P)/npu_inputs.toml --features $(<D) --out $(@D)
+
+# The artifact index: printed (and kept) once everything else is built.
+$(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) pipeline/where.py
+	$(PYTHON) -m pipeline.where --build $(B) --out $@
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------
 $(P2_CONFIG): $(ONNX) $(CALIB) $(P)/pulsar2.toml pulsar2/config.py pulsar2/config.template.json \
