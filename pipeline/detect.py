@@ -1,0 +1,470 @@
+"""Streaming keyword detection: 1 s windows every 100 ms -> smoothed probabilities -> events.
+
+The blocks are the seed's flow diagram: sliding windows over the audio, the feature contract
+(``pipeline.features.logmel``, batched over windows), the model's class probabilities, a moving average
+over windows, hysteresis (an on and an off threshold), a minimum number of consecutive windows above the
+on threshold, and a refractory period after each event. The background class (FONDO) never fires.
+
+:class:`Detector` is the pure state machine (``step(probs) -> events``, ``run(prob_sequence) -> events``);
+the same logic is meant to run on the board. :func:`calibrate` searches the on threshold on keyword-free
+audio so that false accepts per hour stay at or below a target.
+
+Inputs -> outputs: a WAV file and the ONNX model -> events (class, start/end in seconds, score),
+printed and optionally written as JSON.
+
+Example::
+
+    python -m pipeline.detect recording.wav --onnx build/model/kws.onnx --json build/detect/recording.json
+    python -m pipeline.detect recording.wav --target-fa-per-hour 1 --negatives build/holdout-tts/FONDO \\
+        --save-settings build/detect/settings.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.cli import StageError, die, run_main, setup_logging
+from pipeline.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from pipeline.contract import FeatureContract
+    from pipeline.infer import OnnxModel
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_CLASS = "FONDO"
+WAV_SUFFIXES = (".wav", ".WAV")
+# The threshold grid searched by calibrate() and evaluate's DET sweep: fine near 1 where the
+# useful operating points of a softmax classifier live.
+DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(
+    sorted({round(float(t), 6) for t in np.concatenate([
+        np.arange(0.30, 0.90, 0.02), np.arange(0.90, 0.99, 0.005), np.arange(0.99, 0.9995, 0.0005),
+        [0.9995, 0.9998, 0.9999],
+    ])})
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSettings:
+    """Detector knobs. Scores are smoothed softmax probabilities in [0, 1]."""
+
+    hop_s: float = 0.1                   # window hop (the window itself is the contract's clip, 1 s)
+    smooth_windows: int = 3              # moving-average length over windows (1 = no smoothing)
+    on_threshold: float = 0.9            # a keyword's smoothed probability must reach this to fire
+    off_threshold: float = 0.5           # ... and drop below this before anything can fire again
+    min_consecutive_windows: int = 2     # windows in a row at/above on_threshold (same class) to fire
+    refractory_s: float = 1.0            # no event within this time after an event
+    background_class: str = BACKGROUND_CLASS
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.hop_s > 0:
+            problems.append(f"hop_s={self.hop_s} must be > 0")
+        if self.smooth_windows < 1:
+            problems.append(f"smooth_windows={self.smooth_windows} must be >= 1")
+        if not 0.0 < self.on_threshold <= 1.0:
+            problems.append(f"on_threshold={self.on_threshold} must be in (0, 1]")
+        if not 0.0 <= self.off_threshold <= self.on_threshold:
+            problems.append(f"off_threshold={self.off_threshold} must be in [0, on_threshold={self.on_threshold}]")
+        if self.min_consecutive_windows < 1:
+            problems.append(f"min_consecutive_windows={self.min_consecutive_windows} must be >= 1")
+        if self.refractory_s < 0:
+            problems.append(f"refractory_s={self.refractory_s} must be >= 0")
+        if problems:
+            raise ValueError("invalid detector settings: " + "; ".join(problems))
+
+    @property
+    def refractory_windows(self) -> int:
+        """Windows after an event during which nothing fires (refractory_s rounded up to whole hops)."""
+        return math.ceil(self.refractory_s / self.hop_s - 1e-9)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "DetectorSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown detector settings {unknown}; known: {sorted(names)}")
+        return cls(**dict(data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    class_name: str
+    class_index: int
+    window_index: int
+    start_s: float      # start of the window that fired
+    end_s: float        # its end: the moment a streaming detector would report the keyword
+    score: float        # smoothed probability of the class when it fired
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Detector:
+    """The streaming state machine. Feed one probability vector per window with :meth:`step`.
+
+    Rules, per window ``i`` with smoothed scores ``s`` (moving average of the last ``smooth_windows``
+    probability vectors, fewer at the start):
+
+    - the candidate is the keyword class (never the background class) with the highest ``s``;
+    - it must stay the candidate with ``s >= on_threshold`` for ``min_consecutive_windows`` windows;
+    - after an event the detector is latched until the fired class's ``s`` drops below ``off_threshold``
+      (hysteresis) and, independently, nothing fires for ``refractory_s`` (refractory period).
+    """
+
+    def __init__(self, settings: DetectorSettings, classes: Sequence[str], window_s: float = 1.0) -> None:
+        self.settings = settings
+        self.classes = list(classes)
+        self.window_s = float(window_s)
+        if settings.background_class not in self.classes:
+            raise ValueError(
+                f"background class {settings.background_class!r} is not among the model classes {self.classes}; "
+                "set background_class to the model's background class"
+            )
+        self.background_index = self.classes.index(settings.background_class)
+        self.keyword_indices = [i for i in range(len(self.classes)) if i != self.background_index]
+        if not self.keyword_indices:
+            raise ValueError(f"classes {self.classes} hold no keyword class besides the background")
+        self.reset()
+
+    def reset(self) -> None:
+        self._buffer: deque[np.ndarray] = deque(maxlen=self.settings.smooth_windows)
+        self._index = 0
+        self._run_class: int | None = None
+        self._run_length = 0
+        self._latched: int | None = None
+        self._next_allowed = 0
+
+    def step(self, probs: Sequence[float] | np.ndarray) -> list[Event]:
+        """Advance by one window given its class probabilities; return the events it produced (0 or 1)."""
+        p = np.asarray(probs, dtype=np.float64)
+        if p.shape != (len(self.classes),):
+            raise ValueError(f"expected {len(self.classes)} probabilities (one per class), got shape {p.shape}")
+        self._buffer.append(p)
+        smoothed = np.mean(np.stack(self._buffer), axis=0)
+        return self._advance(smoothed.tolist())
+
+    def run(self, prob_sequence: np.ndarray | Sequence[Sequence[float]]) -> list[Event]:
+        """Run a fresh detector over a whole ``(n_windows, n_classes)`` sequence; same result as ``step``."""
+        probs = np.asarray(prob_sequence, dtype=np.float64)
+        if probs.ndim != 2 or probs.shape[1] != len(self.classes):
+            raise ValueError(f"expected probabilities of shape (n_windows, {len(self.classes)}), got {probs.shape}")
+        return self.run_smoothed(moving_average(probs, self.settings.smooth_windows))
+
+    def run_smoothed(self, smoothed: np.ndarray) -> list[Event]:
+        """Run a fresh detector over already smoothed scores (lets a threshold sweep smooth only once)."""
+        self.reset()
+        events: list[Event] = []
+        for row in np.asarray(smoothed, dtype=np.float64).tolist():
+            events.extend(self._advance(row))
+        return events
+
+    def _advance(self, s: list[float]) -> list[Event]:
+        cfg = self.settings
+        i = self._index
+        self._index += 1
+        if self._latched is not None and s[self._latched] < cfg.off_threshold:
+            self._latched = None
+        best = max(self.keyword_indices, key=s.__getitem__)
+        if s[best] >= cfg.on_threshold:
+            if best == self._run_class:
+                self._run_length += 1
+            else:
+                self._run_class, self._run_length = best, 1
+        else:
+            self._run_class, self._run_length = None, 0
+        if self._latched is None and self._run_length >= cfg.min_consecutive_windows and i >= self._next_allowed:
+            self._latched = best
+            self._next_allowed = i + max(1, cfg.refractory_windows)
+            start_s = i * cfg.hop_s
+            return [Event(self.classes[best], best, i, round(start_s, 6), round(start_s + self.window_s, 6), s[best])]
+        return []
+
+
+def moving_average(probs: np.ndarray, n_windows: int) -> np.ndarray:
+    """Causal moving average over the last ``n_windows`` rows (the first rows average what exists)."""
+    x = np.asarray(probs, dtype=np.float64)
+    if n_windows <= 1 or len(x) == 0:
+        return x.copy()
+    c = np.cumsum(np.concatenate([np.zeros((1, x.shape[1])), x]), axis=0)
+    idx = np.arange(1, len(x) + 1)
+    lo = np.maximum(idx - n_windows, 0)
+    return (c[idx] - c[lo]) / (idx - lo)[:, None]
+
+
+# ---- FA/h arithmetic and calibration ---------------------------------------------------------------
+
+def fa_per_hour(false_accepts: int, negative_s: float) -> float:
+    """False accepts per hour of keyword-free audio."""
+    if negative_s <= 0:
+        raise ValueError(f"negative audio duration must be > 0 s to compute FA/h, got {negative_s}")
+    return false_accepts * 3600.0 / negative_s
+
+
+def count_false_accepts(smoothed_sequences: Iterable[np.ndarray], settings: DetectorSettings,
+                        classes: Sequence[str]) -> int:
+    """Events the detector fires on keyword-free audio (every event there is a false accept)."""
+    det = Detector(settings, classes)
+    return sum(len(det.run_smoothed(s)) for s in smoothed_sequences)
+
+
+def with_on_threshold(settings: DetectorSettings, on_threshold: float) -> DetectorSettings:
+    """The settings with another on threshold; the off threshold is lowered to it if it was higher."""
+    return dataclasses.replace(settings, on_threshold=on_threshold,
+                               off_threshold=min(settings.off_threshold, on_threshold))
+
+
+def sweep_false_accepts(prob_sequences: Sequence[np.ndarray], settings: DetectorSettings, classes: Sequence[str],
+                        thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[int]:
+    """False accepts on the negatives for each on threshold (other settings unchanged)."""
+    smoothed = [moving_average(p, settings.smooth_windows) for p in prob_sequences]
+    return [count_false_accepts(smoothed, with_on_threshold(settings, t), classes) for t in thresholds]
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    settings: DetectorSettings
+    false_accepts: int
+    negative_s: float
+    fa_per_hour: float
+    target_fa_per_hour: float
+    reached: bool        # False: even the highest threshold searched exceeds the target
+
+
+def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: Sequence[str],
+              base: DetectorSettings, target_fa_per_hour: float,
+              thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> Calibration:
+    """Lowest on threshold such that it and every higher one searched give FA/h <= target on the negatives.
+
+    ``prob_sequences``: per negative file, the model's probabilities per window ``(n_windows, n_classes)``;
+    ``negative_s``: their total duration in seconds. Requiring every higher threshold to meet the target
+    too keeps the choice safe where refractory/hysteresis make FA counts not quite monotone.
+    """
+    if target_fa_per_hour < 0:
+        raise ValueError(f"target FA/h must be >= 0, got {target_fa_per_hour}")
+    grid = sorted(set(float(t) for t in thresholds))
+    counts = sweep_false_accepts(prob_sequences, base, classes, grid)
+    rates = [fa_per_hour(c, negative_s) for c in counts]
+    chosen = None
+    for k in range(len(grid) - 1, -1, -1):
+        if rates[k] > target_fa_per_hour:
+            break
+        chosen = k
+    reached = chosen is not None
+    if chosen is None:
+        chosen = len(grid) - 1
+        log.warning("no on threshold up to %.4f reaches %.3g FA/h (%.3g FA/h there); using it",
+                    grid[chosen], target_fa_per_hour, rates[chosen])
+    settings = with_on_threshold(base, grid[chosen])
+    log.info("calibrated on_threshold=%.4f: %d false accepts in %.1f s = %.3g FA/h (target %.3g)",
+             grid[chosen], counts[chosen], negative_s, rates[chosen], target_fa_per_hour)
+    return Calibration(settings, counts[chosen], negative_s, rates[chosen], target_fa_per_hour, reached)
+
+
+# ---- windows over audio ----------------------------------------------------------------------------
+
+def hop_samples_for(hop_s: float, sample_rate: int) -> int:
+    hop = round(hop_s * sample_rate)
+    if hop < 1 or abs(hop - hop_s * sample_rate) > 1e-6 * sample_rate:
+        raise ValueError(f"hop {hop_s} s is not a whole number of samples at {sample_rate} Hz")
+    return hop
+
+
+def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> np.ndarray:
+    """Start sample of every window: 0, hop, 2·hop, … until a window reaches the end of the audio.
+
+    Audio shorter than one window gives one (zero-padded) window; the last window is zero-padded when the
+    audio does not end on a hop boundary, so every sample is seen.
+    """
+    if n_samples <= window_samples:
+        return np.zeros(1, dtype=np.int64)
+    n = 1 + math.ceil((n_samples - window_samples) / hop_samples)
+    return np.arange(n, dtype=np.int64) * hop_samples
+
+
+def iter_window_batches(audio: np.ndarray, window_samples: int, hop_samples: int,
+                        batch_windows: int = 256) -> Iterator[np.ndarray]:
+    """Yield float32 ``(k, window_samples)`` batches of windows (zero-padded at the end)."""
+    x = np.asarray(audio, dtype=np.float32)
+    starts = window_starts(len(x), window_samples, hop_samples)
+    need = int(starts[-1]) + window_samples
+    if need > len(x):
+        x = np.concatenate([x, np.zeros(need - len(x), dtype=np.float32)])
+    view = np.lib.stride_tricks.sliding_window_view(x, window_samples)[::hop_samples]
+    for b in range(0, len(starts), batch_windows):
+        yield np.ascontiguousarray(view[b: b + batch_windows])
+
+
+def stream_probs(model: "OnnxModel", audio: np.ndarray, hop_s: float, batch_windows: int = 256) -> np.ndarray:
+    """Class probabilities for every window of ``audio`` (float32 mono at the model's sample rate)."""
+    from pipeline.features import logmel
+
+    contract: FeatureContract = model.contract
+    hop = hop_samples_for(hop_s, contract.sample_rate)
+    out = [model.probs(logmel(batch, contract))
+           for batch in iter_window_batches(audio, contract.clip_samples, hop, batch_windows)]
+    return np.concatenate(out, axis=0).astype(np.float64)
+
+
+def wav_files(paths: Iterable[Path]) -> list[Path]:
+    """WAV files named directly or found (recursively, sorted) under the given folders."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.suffix in WAV_SUFFIXES and f.is_file()))
+        elif p.is_file():
+            found.append(p)
+        else:
+            die(f"{p}: no such file or folder; give a WAV file or a folder of WAVs")
+    return found
+
+
+def negative_probs(model: "OnnxModel", paths: Sequence[Path], hop_s: float) -> tuple[list[np.ndarray], float]:
+    """Per-window probabilities for each keyword-free file, and their total duration in seconds."""
+    from pipeline.audio import load_audio
+
+    seqs, total_s = [], 0.0
+    for f in paths:
+        audio = load_audio(f, model.contract.sample_rate)
+        total_s += len(audio) / model.contract.sample_rate
+        seqs.append(stream_probs(model, audio, hop_s))
+    return seqs, total_s
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Detector flags shared with pipeline.evaluate; unset flags leave the settings file/defaults alone."""
+    d = DetectorSettings()
+    g = parser.add_argument_group("detector settings (defaults: DetectorSettings)")
+    g.add_argument("--settings", type=Path, help="JSON detector settings (e.g. written by --save-settings)")
+    g.add_argument("--thresholds", help="ON[,OFF] hysteresis thresholds, shorthand for the two flags below")
+    g.add_argument("--on-threshold", type=float, help=f"fire threshold on the smoothed probability ({d.on_threshold})")
+    g.add_argument("--off-threshold", type=float, help=f"re-arm threshold ({d.off_threshold})")
+    g.add_argument("--hop-s", type=float, help=f"window hop in seconds ({d.hop_s})")
+    g.add_argument("--smooth-windows", type=int, help=f"moving-average length in windows ({d.smooth_windows})")
+    g.add_argument("--min-consecutive-windows", type=int, help=f"windows in a row above on ({d.min_consecutive_windows})")
+    g.add_argument("--refractory-s", type=float, help=f"quiet time after an event, s ({d.refractory_s})")
+    g.add_argument("--background-class", help=f"class that never fires ({d.background_class})")
+
+
+def settings_from_args(args: argparse.Namespace) -> DetectorSettings:
+    base: dict[str, Any] = DetectorSettings().as_dict()
+    if args.settings is not None:
+        try:
+            data = json.loads(args.settings.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            die(f"{args.settings}: cannot read detector settings JSON ({e}); write it with --save-settings")
+        base.update(data.get("settings", data) if isinstance(data, dict) else {})
+    if args.thresholds is not None:
+        try:
+            parts = [float(x) for x in str(args.thresholds).split(",")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            die(f"--thresholds {args.thresholds!r}: expected ON or ON,OFF (e.g. 0.9,0.5)")
+        base["on_threshold"] = parts[0]
+        if len(parts) == 2:
+            base["off_threshold"] = parts[1]
+    for name in ("on_threshold", "off_threshold", "hop_s", "smooth_windows", "min_consecutive_windows",
+                 "refractory_s", "background_class"):
+        value = getattr(args, name)
+        if value is not None:
+            base[name] = value
+    if base["off_threshold"] > base["on_threshold"] and args.off_threshold is None:
+        base["off_threshold"] = base["on_threshold"]
+    try:
+        return DetectorSettings.from_mapping(base)
+    except (ValueError, TypeError) as e:
+        die(f"{args.settings or 'command line'}: {e}; fix the detector settings")
+    raise AssertionError("unreachable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Streaming keyword detection over a WAV file.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("wav", type=Path, help="audio file (any length; converted to the model's sample rate)")
+    p.add_argument("--onnx", type=Path, default=Path("build/model/kws.onnx"), help="exported model")
+    p.add_argument("--json", type=Path, help="write the events (and settings) to this JSON file")
+    p.add_argument("--target-fa-per-hour", type=float,
+                   help="calibrate the on threshold on --negatives so FA/h <= this before detecting")
+    p.add_argument("--negatives", type=Path, nargs="+", default=[],
+                   help="keyword-free WAV files or folders for --target-fa-per-hour")
+    p.add_argument("--save-settings", type=Path, help="write the (calibrated) detector settings here as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_settings_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from pipeline.audio import AudioError, load_audio
+    from pipeline.infer import OnnxModel
+
+    settings = settings_from_args(args)
+    model = OnnxModel(args.onnx)
+    try:
+        det = Detector(settings, model.classes, model.contract.clip_samples / model.contract.sample_rate)
+    except ValueError as e:
+        die(f"{args.onnx}: {e}")
+    calibration = None
+    try:
+        if args.target_fa_per_hour is not None:
+            if not args.negatives:
+                die("--target-fa-per-hour needs --negatives DIR_OR_WAV …: keyword-free audio to calibrate on")
+            neg_files = wav_files(args.negatives)
+            if not neg_files:
+                die(f"{' '.join(map(str, args.negatives))}: no WAV files to calibrate on; give keyword-free WAVs")
+            seqs, neg_s = negative_probs(model, neg_files, settings.hop_s)
+            calibration = calibrate(seqs, neg_s, model.classes, settings, args.target_fa_per_hour)
+            settings = calibration.settings
+            det = Detector(settings, model.classes, det.window_s)
+        audio = load_audio(args.wav, model.contract.sample_rate)
+    except AudioError as e:
+        raise StageError(str(e)) from e
+    duration_s = len(audio) / model.contract.sample_rate
+    probs = stream_probs(model, audio, settings.hop_s)
+    events = det.run(probs)
+
+    print(f"{args.wav}: {duration_s:.2f} s, {len(probs)} windows of {det.window_s:g} s every {settings.hop_s:g} s")
+    if calibration is not None:
+        print(f"calibrated on {calibration.negative_s / 60:.1f} min of negatives: on_threshold="
+              f"{settings.on_threshold:.4f} -> {calibration.fa_per_hour:.3g} FA/h "
+              f"(target {calibration.target_fa_per_hour:g}{'' if calibration.reached else ', NOT reached'})")
+    for e in events:
+        print(f"  {e.start_s:8.2f}-{e.end_s:.2f} s  {e.class_name:<12} score {e.score:.3f}")
+    print(f"{len(events)} event(s); settings {json.dumps(settings.as_dict())}")
+
+    settings_doc = {"settings": settings.as_dict(), "model": str(args.onnx), "classes": model.classes}
+    if calibration is not None:
+        settings_doc["calibration"] = {
+            "negatives": [str(p) for p in args.negatives], "negative_s": calibration.negative_s,
+            "false_accepts": calibration.false_accepts, "fa_per_hour": calibration.fa_per_hour,
+            "target_fa_per_hour": calibration.target_fa_per_hour, "reached": calibration.reached,
+        }
+    if args.save_settings is not None:
+        atomic_write_json(args.save_settings, settings_doc)
+    if args.json is not None:
+        atomic_write_json(args.json, {
+            "file": str(args.wav), "duration_s": duration_s, "n_windows": int(len(probs)),
+            "window_s": det.window_s, **settings_doc, "events": [e.as_dict() for e in events],
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
