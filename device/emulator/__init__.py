@@ -1,0 +1,1 @@
+"""The board EMULATOR (ax_run_model on ONNX Runtime) and the loopback SSH endpoints that serve it."""

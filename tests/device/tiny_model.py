@@ -1,0 +1,72 @@
+"""Tiny test artifacts: an ONNX KWS stand-in, its EMULATED axmodel, and board input folders.
+
+The ONNX has the real model's interface (``input`` float32 [1,1,98,64] -> ``output`` float32 [1,8],
+``classes`` and ``contract`` metadata) but is a single Gemm, so it loads and runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline.contract import FeatureContract
+from pipeline.io import atomic_write_json, atomic_write_text
+from pulsar2 import axmodel
+
+CLASSES = ["ACOPLAR", "AVANZAR", "DESACOPLAR", "DETENER", "FONDO", "IZQUIERDA", "DERECHA", "RETROCEDER"]
+
+
+def tiny_onnx_bytes(seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    w = (0.02 * rng.standard_normal((98 * 64, len(CLASSES)))).astype(np.float32)
+    b = (0.1 * rng.standard_normal(len(CLASSES))).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["output"]),
+        ],
+        "tiny_kws",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 98, 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, len(CLASSES)])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    for key, value in (("classes", json.dumps(CLASSES)), ("contract", FeatureContract().to_json())):
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def make_build(build: Path, n_inputs: int = 6, npu_mode: str = "NPU1", seed: int = 0) -> Path:
+    """A build tree with what deploy/eval-npu read: model/kws.onnx, pulsar2/output/*, npu_inputs/*."""
+    onnx_bytes = tiny_onnx_bytes(seed)
+    (build / "model").mkdir(parents=True, exist_ok=True)
+    (build / "model" / "kws.onnx").write_bytes(onnx_bytes)
+    meta = {
+        "target_hardware": "AX620E",
+        "npu_mode": npu_mode,
+        "input": {"name": "input", "shape": [1, 1, 98, 64], "dtype": "float32"},
+        "output": {"name": "output", "shape": [1, len(CLASSES)], "dtype": "float32"},
+        "compiler": "pulsar2-emulator test",
+    }
+    out = build / "pulsar2" / "output"
+    axmodel.write_emulated(out / "compiled.axmodel", onnx_bytes, meta)
+    atomic_write_json(out / "manifest.json", {"stage": "pulsar2.build", "emulated": True})
+    npu = build / "npu_inputs"
+    rng = np.random.default_rng(seed + 1)
+    rows = ["k,i,path,class,label"]
+    for k in range(n_inputs):
+        x = rng.standard_normal((1, 1, 98, 64)).astype("<f4")
+        (npu / "input" / str(k)).mkdir(parents=True, exist_ok=True)
+        (npu / "input" / str(k) / "input.bin").write_bytes(x.tobytes())
+        label = k % len(CLASSES)
+        rows.append(f"{k},{100 + k},{CLASSES[label]}/x_{k:05d}.wav,{CLASSES[label]},{label}")
+    atomic_write_text(npu / "list.txt", "".join(f"{k}\n" for k in range(n_inputs)))
+    atomic_write_text(npu / "labels.csv", "\n".join(rows) + "\n")
+    atomic_write_json(npu / "manifest.json", {"stage": "npu_inputs", "count": n_inputs, "classes": CLASSES})
+    return build
