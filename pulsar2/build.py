@@ -1,0 +1,299 @@
+"""Compile the Pulsar2 config into ``compiled.axmodel``: the REAL Axera image if present, else the EMULATOR.
+
+    python -m pulsar2.build --config build/pulsar2/kws_build_int8_config.json --build build \\
+        --out build/pulsar2/output/compiled.axmodel --runner docker --image pulsar2:4.2 \\
+        --image-origin "command line" --emulator-image-id build/images/pulsar2-emulator.id
+
+Selection (``--image-origin`` is make's ``$(origin PULSAR2_IMAGE)``):
+
+- ``docker image inspect IMAGE`` succeeds -> the real Pulsar2 runs in IMAGE with the build dir mounted at
+  ``/data/build`` (``pulsar2 build --config /data/build/...``), then chowns its root-owned outputs back.
+- the image is missing and the user named it (origin ``command line`` / ``environment``) -> fail at once
+  with how to load the vendor tarball or how to use the emulator.
+- the image is missing and it is only the Makefile default -> the PULSAR2 EMULATOR runs (a loud banner),
+  in the emulator image (runner docker) or natively (runner local, ``/data/build`` mapped to the build dir).
+
+The output directory is emptied first; success needs exit status 0 AND a non-empty compiled.axmodel AND
+no Python traceback in the log. The compiler's log goes to ``output/build.log``; ``output/manifest.json``
+(written last) records ``emulated``, the compiler version, the image and the config/axmodel sha256.
+
+Standard library only (plus the stdlib-only ``pipeline.io``/``pipeline.provenance`` and ``pulsar2.axmodel``):
+with the docker runner this runs on the host, where the ML stack need not be installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline.io import atomic_write_json, sha256_file
+from pipeline.provenance import manifest
+from pulsar2 import axmodel
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONTAINER_BUILD = PurePosixPath("/data/build")
+EXPLICIT_ORIGINS = ("command line", "environment", "environment override", "override")
+VENDOR_URL = "https://huggingface.co/AXERA-TECH/Pulsar2 (mirror: https://modelscope.cn/models/AXERA-TECH/Pulsar2)"
+BANNER = "\n".join([
+    "#" * 78,
+    "#  PULSAR2 EMULATOR - NOT the Axera compiler".ljust(77) + "#",
+    "#  No Pulsar2 image was found, so the project's emulator builds an EMULATED".ljust(77) + "#",
+    "#  axmodel (ONNX Runtime INT8 inside a marked container). It runs only in the".ljust(77) + "#",
+    "#  board EMULATOR; a real AX630C needs the vendor compiler:".ljust(77) + "#",
+    "#    invoke pulsar2.load --tarball ax_pulsar2_<ver>.tar.gz".ljust(77) + "#",
+    "#    make all PULSAR2_IMAGE=pulsar2:<ver>        (see pulsar2/README.md)".ljust(77) + "#",
+    "#" * 78,
+])
+
+
+class BuildError(Exception):
+    """Bad input or a failed build: printed as ``error: ...``, exit status 2 (pipeline.cli.StageError's twin;
+    pipeline.cli is not imported because it needs jsonschema, and this module must stay stdlib-only)."""
+
+
+def load_instructions(image: str) -> str:
+    return (
+        f"  to use the real Axera compiler, get ax_pulsar2_<ver>.tar.gz from {VENDOR_URL}, then\n"
+        f"      invoke pulsar2.load --tarball ax_pulsar2_<ver>.tar.gz     (or: docker load -i ax_pulsar2_<ver>.tar.gz)\n"
+        f"      make all PULSAR2_IMAGE=pulsar2:<ver>                      (the tag `docker load` printed)\n"
+        f"  to use the project's Pulsar2 EMULATOR instead, do not set PULSAR2_IMAGE (it is {image!r} now);\n"
+        f"  see pulsar2/README.md"
+    )
+
+
+def docker_cmd() -> str:
+    return os.environ.get("DOCKER", "docker")
+
+
+def image_status(image: str) -> tuple[bool, str]:
+    """``(exists, reason)`` from ``docker image inspect``; the reason says why not (no CLI, no daemon, no image)."""
+    try:
+        r = subprocess.run([docker_cmd(), "image", "inspect", "--format", "{{.Id}}", image],
+                           capture_output=True, text=True, timeout=120, check=False)
+    except FileNotFoundError:
+        return False, f"the docker client ({docker_cmd()}) is not installed"
+    except subprocess.TimeoutExpired:
+        return False, "`docker image inspect` timed out (is the Docker daemon healthy?)"
+    if r.returncode == 0:
+        return True, r.stdout.strip()
+    err = (r.stderr or r.stdout).strip().splitlines()
+    text = err[-1] if err else f"exit status {r.returncode}"
+    if re.search(r"no such (image|object)", text, re.I):
+        return False, f"no such image ({text})"
+    if re.search(r"cannot connect|is the docker daemon running|docker\.sock|permission denied", text, re.I):
+        return False, f"the Docker daemon is not reachable ({text}); start it with `invoke docker.start`"
+    return False, f"`docker image inspect` failed ({text})"
+
+
+def host_path(container: str, build_dir: Path) -> Path:
+    p = PurePosixPath(container)
+    if p != CONTAINER_BUILD and CONTAINER_BUILD not in p.parents:
+        raise BuildError(f"path {container!r} in the config is not under {CONTAINER_BUILD}, the only directory mounted "
+                         "into the Pulsar2 container; regenerate the config with `make config`")
+    return build_dir.joinpath(*p.relative_to(CONTAINER_BUILD).parts)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BuildError(f"{path}: config not found; generate it with `make config`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BuildError(f"{path}: not strict JSON ({e}); regenerate it with `make config`") from None
+    for key in ("input", "output_dir", "quant"):
+        if key not in cfg:
+            raise BuildError(f"{path}: no {key!r}; regenerate it with `make config`")
+    return cfg
+
+
+def clean_output(out_dir: Path) -> None:
+    """Remove the previous output dir so nothing stale looks fresh (root-owned leftovers need a hint)."""
+    if not out_dir.exists():
+        return
+    try:
+        shutil.rmtree(out_dir)
+    except PermissionError as e:
+        raise BuildError(f"{out_dir}: cannot remove the previous output ({e}); it is probably root-owned from a "
+                         f"container run: sudo rm -rf {out_dir}") from None
+
+
+def run_logged(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, header: str = "") -> int:
+    """Run ``cmd``, streaming its merged stdout/stderr to our stdout and to ``log_path``; return its status."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8", newline="\n") as log:
+        if header:
+            log.write(header + "\n")
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                    text=True, errors="replace", bufsize=1)
+        except FileNotFoundError as e:
+            raise BuildError(f"cannot start {cmd[0]!r} ({e})") from None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        return proc.wait()
+
+
+def real_version(image: str) -> str:
+    """``pulsar2 version`` in the image, e.g. ``4.2 751f68f9``; ``unknown`` if it cannot be read."""
+    try:
+        r = subprocess.run([docker_cmd(), "run", "--rm", "--entrypoint", "/bin/bash", image, "-lc", "pulsar2 version"],
+                           capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    found = dict(re.findall(r"^\s*(version|commit)\s*:\s*(\S+)", r.stdout, re.M))
+    return " ".join(v for v in (found.get("version"), found.get("commit")) if v) or "unknown"
+
+
+def select(runner: str, image: str, origin: str) -> tuple[str, str]:
+    """``("real" | "emulator-docker" | "emulator-local", why)``; raises BuildError for a named, missing image."""
+    explicit = origin in EXPLICIT_ORIGINS
+    if runner == "docker" or explicit:
+        exists, reason = image_status(image)
+        if exists:
+            return "real", f"image {image} found ({reason[:19]})"
+        if explicit:
+            raise BuildError(f"PULSAR2_IMAGE={image} (from the {origin}) cannot be used: {reason}.\n"
+                             + load_instructions(image))
+        return "emulator-docker", f"default image {image} not found ({reason})"
+    return "emulator-local", f"runner local and PULSAR2_IMAGE={image} is only the default"
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    build_dir = args.build.resolve()
+    cfg = read_config(args.config)
+    container_config = str(CONTAINER_BUILD.joinpath(*args.config.resolve().relative_to(build_dir).parts)) \
+        if args.config.resolve().is_relative_to(build_dir) else None
+    if container_config is None:
+        raise BuildError(f"{args.config}: the config must lie inside --build {args.build} (mounted at {CONTAINER_BUILD})")
+    out_dir = host_path(cfg["output_dir"], build_dir)
+    axm = out_dir / cfg.get("output_name", "compiled.axmodel")
+    if axm.resolve() != args.out.resolve():
+        raise BuildError(f"{args.config}: output_dir/output_name give {axm}, but --out is {args.out}; "
+                         "regenerate the config with `make config`")
+    mode, why = select(args.runner, args.image, args.image_origin)
+    emu_image = ""
+    if mode == "emulator-docker":
+        idfile = Path(args.emulator_image_id) if args.emulator_image_id else None
+        emu_image = idfile.read_text(encoding="utf-8").strip() if idfile and idfile.is_file() else ""
+        if not emu_image:
+            raise BuildError(f"runner docker needs the emulator image id file ({args.emulator_image_id or 'not given'}); "
+                             "make builds it (build/images/pulsar2-emulator.id), or use RUNNER=local")
+
+    clean_output(out_dir)
+    tmp_log = out_dir.parent / f".{out_dir.name}.build.log.tmp"
+    uid, gid = os.getuid(), os.getgid()
+    mount = ["-v", f"{build_dir}:{CONTAINER_BUILD}", "-w", "/data"]
+    if mode == "real":
+        print(f"pulsar2.build: REAL Pulsar2 in {args.image} ({why})", flush=True)
+        script = 'pulsar2 build --config "$1"; rc=$?; chown -R "$2" "$3" 2>/dev/null; exit $rc'
+        cmd = [docker_cmd(), "run", "--rm", *mount, "--entrypoint", "/bin/bash", args.image, "-lc", script,
+               "pulsar2-build", container_config, f"{uid}:{gid}", cfg["output_dir"]]
+        header = f"# pulsar2.build: real Pulsar2 image {args.image}"
+        env = None
+    else:
+        print(BANNER, flush=True)
+        header = "# pulsar2.build: PULSAR2 EMULATOR - NOT the Axera compiler\n" + BANNER
+        if mode == "emulator-docker":
+            cmd = [docker_cmd(), "run", "--rm", "--network", "none", "-u", f"{uid}:{gid}", "-e", "HOME=/tmp", *mount,
+                   emu_image, "pulsar2", "build", "--config", container_config]
+            env = None
+        else:
+            cmd = [sys.executable, "-m", "pulsar2.emulator", "build", "--config", str(args.config.resolve()),
+                   "--data-root", str(build_dir)]
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+        print(f"pulsar2.build: {why}", flush=True)
+    rc = run_logged(cmd, tmp_log, env=env, header=header)
+    log_text = tmp_log.read_text(encoding="utf-8", errors="replace")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp_log, out_dir / "build.log")
+    problem = ""
+    if rc != 0:
+        problem = f"the compiler exited with status {rc}"
+    elif not axm.is_file() or axm.stat().st_size == 0:
+        problem = f"exit status 0 but {axm} is missing or empty"
+    elif "Traceback (most recent call last)" in log_text:
+        problem = "exit status 0 but the log contains a Python traceback"
+    elif (mode == "real") == axmodel.is_emulated(axm):
+        problem = f"{axm} is {'an EMULATED' if mode != 'real' else 'not an EMULATED'} axmodel after a {mode} build"
+    if problem:
+        if axm.exists():
+            axm.unlink()
+        raise BuildError(f"{problem}; log kept at {out_dir / 'build.log'}; compiled.axmodel removed")
+
+    if mode == "real":
+        compiler = {"name": "pulsar2", "version": real_version(args.image)}
+        image = args.image
+    else:
+        meta, _ = axmodel.read_emulated(axm)
+        name, _, version = str(meta["compiler"]).partition(" ")
+        compiler = {"name": name, "version": version}
+        image = emu_image or "local"
+    inputs = [args.config]
+    for p in (cfg["input"], *(ic.get("calibration_dataset", "") for ic in cfg["quant"].get("input_configs", []))):
+        hp = host_path(p, build_dir) if p else None
+        if hp is not None and hp.is_file():
+            inputs.append(hp)
+    man = manifest("pulsar2.build", inputs=inputs,
+                   params={"runner": args.runner, "image": args.image, "image_origin": args.image_origin},
+                   extra={
+                       "emulated": mode != "real",
+                       "mode": mode,
+                       "selection": why,
+                       "compiler": compiler,
+                       "image": image,
+                       "config_sha256": sha256_file(args.config),
+                       "axmodel": str(args.out),
+                       "axmodel_sha256": sha256_file(axm),
+                       "axmodel_bytes": axm.stat().st_size,
+                       "target_hardware": cfg.get("target_hardware", "AX650"),
+                       "npu_mode": cfg.get("npu_mode", "NPU1"),
+                   })
+    atomic_write_json(out_dir / "manifest.json", man)
+    kind = "EMULATED axmodel (board EMULATOR only)" if mode != "real" else "axmodel (real Pulsar2)"
+    print(f"pulsar2.build: wrote {args.out} - {kind}, {compiler['name']} {compiler['version']}; manifest {out_dir / 'manifest.json'}")
+    return man
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Run Pulsar2 (real image if present, else the EMULATOR) on the config.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=Path, required=True, help="generated build config (inside --build)")
+    p.add_argument("--build", type=Path, required=True, help="build dir, mounted at /data/build")
+    p.add_argument("--out", type=Path, required=True, help="compiled.axmodel path the config produces")
+    p.add_argument("--runner", choices=["docker", "local"], required=True, help="how stages run (make's RUNNER_USED)")
+    p.add_argument("--image", default="pulsar2:4.2", help="vendor Pulsar2 image tag")
+    p.add_argument("--image-origin", default="default",
+                   help="make's $(origin PULSAR2_IMAGE): 'command line'/'environment' = named by the user")
+    p.add_argument("--emulator-image-id", default="", help="file holding the emulator image id (runner docker)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        build(args)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
