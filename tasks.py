@@ -6,6 +6,8 @@
 from invoke import Collection
 
 from device import tasks as board_tasks
+from pulsar2 import tasks as pulsar2_tasks
 
 ns = Collection()
 ns.add_collection(board_tasks.board)
+ns.add_collection(pulsar2_tasks.pulsar2)
