@@ -76,7 +76,7 @@ QUANT      := $(B)/reports/quant_report.json
 INDEX      := $(B)/artifacts.txt
 
 .PHONY: all dataset features train onnx calib npu-inputs config axmodel quant-report \
-        demo-seeds test clean help where
+        demo-seeds test clean help where holdout-tts eval
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
@@ -143,3 +143,31 @@ $(IMAGES)/train.id: docker/train.Dockerfile docker/requirements.lock
 $(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/train.id $(wildcard pulsar2/*.py pulsar2/emulator/*.py) \
                                schemas/pulsar2-config.schema.json
 	$(PYTHON) docker/build_image.py --name pulsar2-emulator --dockerfile $< --from-iidfile $(IMAGES)/train.id --iidfile $@
+
+# ---- evaluation (issue 6) ----------------------------------------------------------------------
+# make eval HOLDOUT=<dir>: one folder per class (FONDO = keyword-free audio); default: the TTS holdout.
+# The holdout path is remembered in a stamp so that switching HOLDOUT re-runs the evaluation.
+HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
+EVAL          := $(B)/eval/summary.json
+HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
+HOLDOUT_STAMP := $(B)/eval-holdout.path
+HOLDOUT_FILES := $(if $(HOLDOUT),$(wildcard $(HOLDOUT)/*/ $(HOLDOUT)/*/*.wav $(HOLDOUT)/*/*.WAV $(HOLDOUT)/manifest.json),$(HOLDOUT_TTS))
+EVAL_PY       := pipeline/evaluate.py pipeline/detect.py pipeline/infer.py pipeline/features.py pipeline/audio.py \
+                 pipeline/holdout_tts.py pipeline/demo_seeds.py
+
+holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices training never uses) + Spanish negatives
+eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
+
+# espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
+$(HOLDOUT_TTS): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py $(COMMON_PY)
+	$(PYTHON) -m pipeline.holdout_tts --out $(@D)
+
+$(HOLDOUT_STAMP): $(if $(filter-out $(HOLDOUT_DIR),$(file <$(HOLDOUT_STAMP))),holdout-changed)
+	mkdir -p $(@D) && printf '%s\n' '$(HOLDOUT_DIR)' > $@
+
+$(EVAL): $(ONNX) $(DATASET) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.evaluate --onnx $(ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
+	    --train-manifest $(DATASET) --seeds $(SEEDS)
+
+# Always out of date: makes the stamp above rewrite itself when HOLDOUT changes.
+holdout-changed:

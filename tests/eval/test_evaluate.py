@@ -1,0 +1,185 @@
+"""pipeline.evaluate end to end on a tiny holdout with a tiny ONNX model, and pipeline.detect's CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import evaluate
+from pipeline.cli import run_main
+from pipeline.detect import main as detect_main
+from tests.conftest import write_wav
+from tests.eval.conftest import SR, quiet_noise, tone
+
+REQUIRED_KEYS = (
+    "heldout_top1", "per_class", "confusion", "false_accepts", "negative_hours", "fa_per_hour",
+    "detector_settings", "miss_rate_at_fa_per_hour", "accuracy_by_snr", "leak_check",
+    "optimistic_training_metrics",
+)
+
+
+@pytest.fixture
+def seeds_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "seeds"
+    write_wav(root / "ALFA" / "000.wav", tone(300.0, 1.5, 0.5, seed=100))
+    write_wav(root / "BRAVO" / "000.wav", tone(2000.0, 1.5, 0.5, seed=101))
+    write_wav(root / "FONDO" / "000.wav", quiet_noise(3.0, seed=102))
+    return root
+
+
+def run_eval(*argv: str) -> int:
+    return run_main(evaluate.main, list(argv))
+
+
+def test_evaluate_writes_the_summary(tiny_onnx: Path, tiny_holdout: Path, seeds_dir: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    onnx = model_dir / "kws.onnx"
+    shutil.copy(tiny_onnx, onnx)
+    (model_dir / "metrics.json").write_text(json.dumps({"test_accuracy": 0.998}), encoding="utf-8")
+    out = tmp_path / "eval"
+    assert run_eval("--onnx", str(onnx), "--holdout", str(tiny_holdout), "--out", str(out),
+                    "--seeds", str(seeds_dir)) == 0
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    for key in REQUIRED_KEYS:
+        assert key in s, key
+    # 4 ALFA right, 2 BRAVO right, the ALFA tone filed under BRAVO is predicted ALFA
+    assert s["heldout_top1"] == pytest.approx(6 / 7)
+    assert s["per_class"]["ALFA"] == {"n": 4, "correct": 4, "accuracy": 1.0}
+    assert s["per_class"]["BRAVO"]["correct"] == 2
+    assert s["confusion"]["true"] == ["ALFA", "BRAVO"]
+    assert s["confusion"]["matrix"] == [[4, 0, 0], [1, 2, 0]]
+    # 30 s of negatives with one ALFA tone in it: exactly one false accept, at about 5 s
+    assert s["negative_hours"] == pytest.approx(30.0 / 3600)
+    assert s["false_accepts"] == 1
+    assert s["fa_per_hour"] == pytest.approx(1 * 3600 / 30.0)
+    (event,) = s["false_accept_events"]
+    assert event["file"] == "FONDO/n2.wav" and event["class_name"] == "ALFA" and 4.0 <= event["start_s"] <= 5.5
+    assert s["accuracy_by_snr"] == {"10 dB": {"n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)},
+                                    "clean": {"n": 4, "correct": 4, "accuracy": 1.0}}
+    assert s["detector_settings"]["on_threshold"] == 0.9
+    assert set(s["miss_rate_at_fa_per_hour"]) == {"0.5", "1", "5"}
+    # zero FA/h needs a threshold above the planted tone's score; the curve is a real sweep
+    fa_counts = [p["false_accepts"] for p in s["det_curve"]]
+    assert fa_counts[0] >= 1 and fa_counts[-1] == 0
+    assert s["leak_check"]["status"] == "passed"
+    opt = s["optimistic_training_metrics"]
+    assert opt["label"].startswith("OPTIMISTIC") and opt["metrics"] == {"test_accuracy": 0.998}
+    assert (out / "det_curve.png").stat().st_size > 1000
+    assert len((out / "clips.jsonl").read_text(encoding="utf-8").splitlines()) == 7
+    printed = capsys.readouterr().out
+    assert "Held-out top-1" in printed and "FA/h" in printed
+
+
+def test_evaluate_refuses_a_training_file_in_the_holdout(tiny_onnx: Path, tiny_holdout: Path, seeds_dir: Path,
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(seeds_dir / "ALFA" / "000.wav", tiny_holdout / "ALFA" / "copied_seed.wav")
+    out = tmp_path / "eval"
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(out),
+                    "--seeds", str(seeds_dir)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "copied_seed.wav" in err and "training" in err
+    assert not out.exists()
+
+
+def test_evaluate_refuses_hashes_listed_in_the_training_manifest(tiny_onnx: Path, tiny_holdout: Path,
+                                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.io import sha256_file
+
+    listed = tiny_holdout / "BRAVO" / "b0.wav"
+    manifest = tmp_path / "dataset_manifest.json"
+    manifest.write_text(json.dumps({"inputs": {"seeds/BRAVO/x.wav": sha256_file(listed)}}), encoding="utf-8")
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(tmp_path / "e"),
+                    "--train-manifest", str(manifest)) == 2
+    assert "b0.wav" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_training_voice(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.holdout_tts import training_voices
+
+    doc = json.loads((tiny_holdout / "manifest.json").read_text(encoding="utf-8"))
+    doc["files"][0]["voice"] = training_voices()[0]
+    (tiny_holdout / "manifest.json").write_text(json.dumps(doc), encoding="utf-8")
+    manifest = tmp_path / "dataset_manifest.json"
+    manifest.write_text(json.dumps({"inputs": {}}), encoding="utf-8")
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(tmp_path / "e"),
+                    "--train-manifest", str(manifest)) == 2
+    err = capsys.readouterr().err
+    assert "training voice" in err and "ALFA/a0.wav" in err
+
+
+def test_evaluate_refuses_voices_named_in_the_training_manifest(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "dataset_manifest.json"
+    manifest.write_text(json.dumps({"synthetic_positives": {"tts_voices": ["TEST+V2"]}}), encoding="utf-8")
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(tmp_path / "e"),
+                    "--train-manifest", str(manifest)) == 2
+    assert "test+v2" in capsys.readouterr().err
+
+
+def test_evaluate_needs_training_material_or_an_explicit_skip(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(tmp_path / "e")) == 2
+    assert "--skip-leak-check" in capsys.readouterr().err
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(tmp_path / "e"),
+                    "--skip-leak-check") == 0
+    s = json.loads((tmp_path / "e" / "summary.json").read_text(encoding="utf-8"))
+    assert s["leak_check"]["status"].startswith("skipped")
+
+
+def test_evaluate_rejects_an_unknown_class_folder(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    write_wav(tiny_holdout / "CHARLIE" / "c.wav", quiet_noise(1.0))
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(tmp_path / "e"),
+                    "--skip-leak-check") == 2
+    assert "CHARLIE" in capsys.readouterr().err
+
+
+def test_detect_cli_prints_and_writes_events(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = quiet_noise(6.0, seed=5)
+    x[SR: SR + 8000] += tone(300.0, 0.5, 0.0, seed=6)          # ALFA at 1.0 s
+    x[4 * SR: 4 * SR + 8000] += tone(2000.0, 0.5, 0.0, seed=7)  # BRAVO at 4.0 s
+    wav = write_wav(tmp_path / "rec.wav", x)
+    out = tmp_path / "rec.json"
+    assert run_main(detect_main, [str(wav), "--onnx", str(tiny_onnx), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["n_windows"] == 51
+    assert [e["class_name"] for e in doc["events"]] == ["ALFA", "BRAVO"]
+    # the window that fires overlaps the tone, and is reported within a second of its onset
+    for e, onset_s in zip(doc["events"], (1.0, 4.0)):
+        assert e["start_s"] < onset_s + 0.5 and onset_s < e["end_s"] <= onset_s + 1.0
+    assert "ALFA" in capsys.readouterr().out
+
+
+def test_detect_cli_calibrates_to_a_target_fa_per_hour(tiny_onnx: Path, tmp_path: Path) -> None:
+    neg = quiet_noise(20.0, seed=8)
+    neg[5 * SR: 5 * SR + 8000] += 0.02 * np.sin(2 * np.pi * 300.0 * np.arange(8000) / SR)  # a faint near miss
+    negs = tmp_path / "negatives"
+    write_wav(negs / "n.wav", neg)
+    wav = write_wav(tmp_path / "rec.wav", tone(300.0, 3.0, 1.0, seed=9))
+    saved = tmp_path / "settings.json"
+    argv = [str(wav), "--onnx", str(tiny_onnx), "--on-threshold", "0.3", "--off-threshold", "0.2",
+            "--target-fa-per-hour", "0", "--negatives", str(negs), "--save-settings", str(saved),
+            "--json", str(tmp_path / "rec.json")]
+    assert run_main(detect_main, argv) == 0
+    doc = json.loads(saved.read_text(encoding="utf-8"))
+    assert doc["calibration"]["false_accepts"] == 0 and doc["calibration"]["reached"]
+    assert doc["settings"]["on_threshold"] > 0.3
+    events = json.loads((tmp_path / "rec.json").read_text(encoding="utf-8"))["events"]
+    assert [e["class_name"] for e in events] == ["ALFA"]
+    # the saved settings load back as the detector's settings
+    assert run_main(detect_main, [str(wav), "--onnx", str(tiny_onnx), "--settings", str(saved)]) == 0
+
+
+def test_detect_cli_bad_input_is_one_clear_error(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav")
+    assert run_main(detect_main, [str(bad), "--onnx", str(tiny_onnx)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bad}")
+    assert run_main(detect_main, [str(bad), "--onnx", str(tiny_onnx), "--thresholds", "0.5,0.9"]) == 2
