@@ -19,7 +19,11 @@ RUNNER        ?= auto
 # The vendor compiler image (docker load -i ax_pulsar2_<ver>.tar.gz). Used when it exists; otherwise
 # the project's Pulsar2 EMULATOR runs, with a banner. Naming a missing image explicitly is an error.
 PULSAR2_IMAGE ?= pulsar2:4.2
+# Base of the training and board-emulator images; kws-base:bookworm = the local debootstrap image
+# (invoke images.base) for machines without a registry.
 BASE_IMAGE    ?= python:3.11-slim-bookworm
+# Extra `docker run` flags for the pipeline stages, e.g. DOCKER_RUN_FLAGS="--gpus all" on a GPU host.
+DOCKER_RUN_FLAGS ?=
 HOLDOUT       ?=
 
 B      := $(BUILD)
@@ -49,7 +53,8 @@ TRAIN_IMAGE   := $(IMAGES)/train.id
 PULSAR2_EMU   := $(IMAGES)/pulsar2-emulator.id
 # Every host path a stage sees is mounted at the same path in the container.
 MOUNTS        := $(sort $(CURDIR) $(filter-out $(CURDIR)/%,$(abspath $(SEEDS) $(B) $(HOLDOUT))))
-RUN            = $(DOCKER) run --rm --network none -u $$(id -u):$$(id -g) -e HOME=/tmp \
+# Files written in the container belong to the invoking user (-u); the image id reaches the manifests.
+RUN            = $(DOCKER) run --rm --network none -u $$(id -u):$$(id -g) -e HOME=/tmp $(DOCKER_RUN_FLAGS) \
                  -e KWS_IMAGE_ID=$$(cat $(TRAIN_IMAGE)) $(foreach m,$(MOUNTS),-v $(m):$(m)) -w $(CURDIR) \
                  $$(cat $(TRAIN_IMAGE)) python3
 else
@@ -137,12 +142,23 @@ $(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) pulsar2/quant_report.py $(COMMON_PY) $(
 	$(RUN) -m pulsar2.quant_report --axmodel $< --onnx $(ONNX) --features $(B)/features --out $@
 
 # ---- images (docker runner only) ---------------------------------------------------------------
-$(IMAGES)/train.id: docker/train.Dockerfile docker/requirements.lock
+# An image is a file: its id. A changed Dockerfile, lock file or baked-in source rebuilds the image and,
+# through the id file, everything downstream of it (docker/README.md).
+BOARD_EMU := $(IMAGES)/board-emulator.id
+.PHONY: images
+images: $(IMAGES)/train.id $(IMAGES)/pulsar2-emulator.id $(BOARD_EMU) ## the three Docker images (ids in $(IMAGES)/)
+
+$(IMAGES)/train.id: docker/train.Dockerfile docker/requirements.lock docker/smoke.py
 	$(PYTHON) docker/build_image.py --name train --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
 
-$(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/train.id $(wildcard pulsar2/*.py pulsar2/emulator/*.py) \
-                               schemas/pulsar2-config.schema.json
+$(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/train.id $(COMMON_PY) \
+                               $(wildcard pulsar2/*.py pulsar2/*.json pulsar2/emulator/*.py schemas/*.json schemas/params/*.json) \
+                               pulsar2/emulator/pulsar2
 	$(PYTHON) docker/build_image.py --name pulsar2-emulator --dockerfile $< --from-iidfile $(IMAGES)/train.id --iidfile $@
+
+$(BOARD_EMU): docker/board-emulator.Dockerfile docker/board-requirements.lock docker/smoke.py pulsar2/axmodel.py \
+              $(wildcard device/emulator/*.py device/emulator/*.sh)
+	$(PYTHON) docker/build_image.py --name board-emulator --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
 
 # ---- evaluation (issue 6) ----------------------------------------------------------------------
 # make eval HOLDOUT=<dir>: one folder per class (FONDO = keyword-free audio); default: the TTS holdout.
