@@ -78,12 +78,12 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     """Read a WAV as mono float32 at ``sample_rate``; also return what was converted."""
     p = Path(path)
     fix = "re-export it as a WAV file (16 kHz, mono, 16-bit PCM is preferred)"
+    if not p.is_file():
+        raise AudioError(f"{p}: file not found; check the path")
     try:
         with sf.SoundFile(str(p)) as f:
             sr_in, channels, subtype = int(f.samplerate), int(f.channels), str(f.subtype)
             data = f.read(dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioError(f"{p}: file not found; check the path") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{p}: unreadable or corrupt audio ({e}); {fix}") from None
     if data.shape[0] == 0:
