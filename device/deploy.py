@@ -18,6 +18,7 @@ Example (via invoke)::
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -56,10 +57,14 @@ mkdir -p "$stage" || fail "cannot create $stage"
 tar -xzf "$archive" -C "$stage" || fail "cannot unpack $archive"
 bad=$(cd "$stage/$id" && sha256sum -c --quiet --strict SUMS 2>&1) || fail "sha256 check failed on the board: $bad"
 : > "$stage/$id/COMPLETE" || fail "cannot write the completion marker"
-if [ -e "$root/$id" ]; then
-  mv -T "$root/$id" "$stage/replaced" || fail "cannot move the incomplete $root/$id aside"
+if [ -f "$root/$id/COMPLETE" ]; then
+  echo "already present (installed concurrently)"
+else
+  if [ -e "$root/$id" ]; then
+    mv -T "$root/$id" "$stage/replaced" || fail "cannot move the incomplete $root/$id aside"
+  fi
+  mv -T "$stage/$id" "$root/$id" || fail "cannot move the bundle into place"
 fi
-mv -T "$stage/$id" "$root/$id" || fail "cannot move the bundle into place"
 ln -sfn "$id" "$root/.current-$$" && mv -T "$root/.current-$$" "$root/current" || fail "cannot update $root/current"
 rm -rf "$stage" "$archive"
 echo "installed $root/$id"
@@ -119,7 +124,7 @@ def deploy(conn: Connection, build: str | Path, remote_root: str, allow_emulated
         return {**result, "status": "unchanged", "transferred_bytes": 0, "seconds": round(time.monotonic() - t0, 3)}
     with tempfile.TemporaryDirectory(prefix="kws-deploy-") as tmp:
         archive, digest, size = write_archive(bundle, Path(tmp))
-        remote_archive = f"{root}/.incoming/{bundle.bundle_id}.tar.gz"
+        remote_archive = f"{root}/.incoming/{bundle.bundle_id}-{secrets.token_hex(4)}.tar.gz"
         try:
             conn.put(str(archive), remote_archive)
         except (OSError, EOFError) as e:

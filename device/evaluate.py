@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -38,11 +39,11 @@ log = logging.getLogger(__name__)
 
 MODES = ("per-input", "batch")
 
-# Arguments: mode bundle_dir run_dir output_bytes ax_run_model fresh ids...
+# Arguments: mode bundle_dir run_dir output_bytes ax_run_model fresh pull_name ids...
 EVAL_SCRIPT = r"""
 set -u
-mode=$1 bundle=$2 run=$3 nb=$4 ax=$5 fresh=$6
-shift 6
+mode=$1 bundle=$2 run=$3 nb=$4 ax=$5 fresh=$6 pull=$7
+shift 7
 model="$bundle/model/compiled.axmodel"
 [ -f "$model" ] || { echo "error: $model not found; run invoke deploy first" >&2; exit 3; }
 [ "$fresh" = 1 ] && rm -rf "$run"
@@ -51,7 +52,8 @@ exec 9>>"$run/.lock"
 if command -v flock >/dev/null 2>&1; then
   flock -w 600 9 || { echo "error: another eval-npu still holds $run/.lock" >&2; exit 4; }
 fi
-rm -rf "$run/tmp" "$run/pull.tar"
+rm -rf "$run/tmp"
+find "$run" -maxdepth 1 -name 'pull-*.tar' -mmin +120 -exec rm -f {} + 2>/dev/null
 mkdir -p "$run/tmp" || exit 3
 now_ms() { date +%s%3N; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo -1; }
@@ -104,8 +106,8 @@ for k in "$@"; do
   [ -f "logs/$k.txt" ] && printf 'logs/%s.txt\n' "$k" >> tmp/pull.list
 done
 [ -f logs/batch.txt ] && printf 'logs/batch.txt\n' >> tmp/pull.list
-tar -cf pull.tar.tmp -T tmp/pull.list && mv -f pull.tar.tmp pull.tar || exit 3
-echo "KWS pull $run/pull.tar"
+tar -cf "$pull.tmp" -T tmp/pull.list && mv -f "$pull.tmp" "$pull" || exit 3
+echo "KWS pull $run/$pull"
 """
 
 
@@ -202,7 +204,8 @@ def run_on_board(
         return info
     bundle_dir, run_dir = _remote_paths(root, bundle.bundle_id, run.path.name)
     log.info("%s: running %d input(s) on the board (%s mode)", conn.host, len(todo), mode)
-    args = [mode, bundle_dir, run_dir, str(run.n_bytes), board["ax_run_model"], "1" if fresh else "0", *todo]
+    pull_name = f"pull-{secrets.token_hex(6)}.tar"  # unique: two evals of one run dir never share a tar
+    args = [mode, bundle_dir, run_dir, str(run.n_bytes), board["ax_run_model"], "1" if fresh else "0", pull_name, *todo]
     try:
         r = run_script(conn, EVAL_SCRIPT, args, "eval-npu")
     except ConnectionLost as e:
@@ -227,10 +230,10 @@ def run_on_board(
     with tempfile.TemporaryDirectory(prefix="kws-pull-") as tmp:
         local_tar = Path(tmp) / "pull.tar"
         try:
-            conn.get(f"{run_dir}/pull.tar", str(local_tar))
-            conn.sftp().remove(f"{run_dir}/pull.tar")
+            conn.get(f"{run_dir}/{pull_name}", str(local_tar))
+            conn.sftp().remove(f"{run_dir}/{pull_name}")
         except (OSError, EOFError) as e:
-            raise ConnectionLost(f"{conn.host}: pulling {run_dir}/pull.tar failed ({e}); re-run to pull again") from None
+            raise ConnectionLost(f"{conn.host}: pulling {run_dir}/{pull_name} failed ({e}); re-run to pull again") from None
         info["pulled_bytes"] = local_tar.stat().st_size
         run.absorb(local_tar, todo)
     if "batch_wall_ms" in info:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +31,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from invoke import Context
 
 from pipeline.cli import StageError, run_main, setup_logging
 
@@ -178,38 +179,40 @@ def start_local_sshd(
     return board
 
 
-def docker_ready(image: str) -> bool:
-    docker = shutil.which("docker")
-    if docker is None or not Path("/var/run/docker.sock").exists():
+def docker_ready(c: Context, image: str) -> bool:
+    """True if a Docker daemon answers and ``image`` exists (both asked through ``c.run``)."""
+    if not c.run("docker info --format '{{.ServerVersion}}'", warn=True, hide=True).ok:
         return False
-    r = subprocess.run([docker, "image", "inspect", image], capture_output=True, check=False)
-    return r.returncode == 0
+    return c.run(f"docker image inspect {shlex.quote(image)}", warn=True, hide=True).ok
 
 
-def start_container(state_dir: Path, port: int, image: str, timeout_s: float = 30.0) -> LoopbackBoard:
+def start_container(c: Context, state_dir: Path, port: int, image: str, timeout_s: float = 30.0) -> LoopbackBoard:
+    """``docker run`` the board-emulator image with sshd published on 127.0.0.1:port only."""
     host_key, keys, auth = prepare_state(state_dir, {"board": {}})
     name = f"kws-board-emulator-{port}"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    cmd = ["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:22",
-           "-v", f"{host_key}:/etc/ssh/ssh_host_ed25519_key:ro", "-v", f"{auth}:/root/.ssh/authorized_keys:ro", image]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode != 0:
+    c.run(f"docker rm -f {name}", warn=True, hide=True)
+    q = shlex.quote
+    r = c.run(f"docker run -d --rm --name {name} -p 127.0.0.1:{port}:22 "
+              f"-v {q(str(host_key))}:/etc/ssh/ssh_host_ed25519_key:ro "
+              f"-v {q(str(auth))}:/root/.ssh/authorized_keys:ro {q(image)}", warn=True, hide=True)
+    if not r.ok:
         raise StageError(f"docker run {image} failed: {r.stderr.strip()}")
-    _wait_port(port, None, timeout_s, state_dir / "(docker logs " + name + ")")
+    _wait_port(port, None, timeout_s, Path(f"docker logs {name}"))
     board = LoopbackBoard(state_dir, port, None, _write_known_hosts(state_dir, host_key, port), keys, container=name)
     (state_dir / "endpoint.json").write_text(json.dumps({"port": port, "pid": None, "container": name}) + "\n")
     return board
 
 
-def start_emulator(state_dir: Path, port: int, image: str = DEFAULT_IMAGE, runner: str = "auto") -> LoopbackBoard:
+def start_emulator(c: Context, state_dir: Path, port: int, image: str = DEFAULT_IMAGE, runner: str = "auto") -> LoopbackBoard:
     """Docker if the daemon is up and the image exists (or runner='docker'), else a local sshd."""
     state_dir = state_dir.resolve()
-    if runner == "docker" or (runner == "auto" and docker_ready(image)):
-        return start_container(state_dir, port, image)
+    if runner == "docker" or (runner == "auto" and docker_ready(c, image)):
+        return start_container(c, state_dir, port, image)
     bin_dir = state_dir / "bin"
     install_emulator_bin(bin_dir)
     (state_dir / "remote").mkdir(parents=True, exist_ok=True)
-    return start_local_sshd(state_dir, port, {"board": {"PATH": f"{bin_dir}:{BASE_PATH}"}})
+    (state_dir / "home").mkdir(parents=True, exist_ok=True)  # the 'board' user's HOME, not this machine's
+    return start_local_sshd(state_dir, port, {"board": {"PATH": f"{bin_dir}:{BASE_PATH}", "HOME": str(state_dir / "home")}})
 
 
 def stop_emulator(state_dir: Path) -> str:
@@ -234,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stop:
         print(stop_emulator(args.state))
         return 0
-    print(start_emulator(args.state, args.port, args.image, args.runner).describe())
+    print(start_emulator(Context(), args.state, args.port, args.image, args.runner).describe())
     return 0
 
 

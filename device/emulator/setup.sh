@@ -1,0 +1,44 @@
+#!/bin/sh
+# Board-emulator image installer (run once at image build time by docker/board-emulator.Dockerfile).
+#
+# Expects, in the directory of this script: ax_run_model.py, entrypoint.sh and axmodel.py (the Dockerfile
+# copies pulsar2/axmodel.py there). Installs:
+#   /opt/ax-emulator/{ax_run_model.py,axmodel.py,entrypoint.sh}
+#   /opt/bin/ax_run_model            wrapper: exec $PYTHON /opt/ax-emulator/ax_run_model.py "$@"  (the board's path)
+#   /usr/local/bin/ax_run_model      symlink, so a non-interactive ssh session finds it on the default PATH
+#   /etc/ax-board-emulator           marker file for people ("this is the AX630C board EMULATOR")
+#   /etc/ssh/sshd_config.d/kws-board-emulator.conf   key-only root login, internal-sftp, StrictModes no
+#   /root/.ssh (0700)                authorized_keys is provided at run time (mounted or $AUTHORIZED_KEYS)
+# Host keys are NOT generated here (an image must not ship one key to every container): entrypoint.sh
+# makes them at start unless one is mounted.
+#
+#   sh setup.sh [PYTHON]      PYTHON: interpreter with numpy + onnxruntime (default: python3 on PATH)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+python=${1:-$(command -v python3)}
+for f in ax_run_model.py axmodel.py entrypoint.sh; do
+  [ -f "$here/$f" ] || { echo "setup.sh: $here/$f missing (copy pulsar2/axmodel.py beside setup.sh)" >&2; exit 2; }
+done
+"$python" -c "import numpy, onnxruntime" || { echo "setup.sh: $python lacks numpy/onnxruntime" >&2; exit 2; }
+install -d -m 755 /opt/ax-emulator /opt/bin /usr/local/bin /etc/ssh/sshd_config.d /run/sshd
+install -m 755 "$here/ax_run_model.py" /opt/ax-emulator/ax_run_model.py
+install -m 644 "$here/axmodel.py" /opt/ax-emulator/axmodel.py
+install -m 755 "$here/entrypoint.sh" /opt/ax-emulator/entrypoint.sh
+printf '#!/bin/sh\nexec %s /opt/ax-emulator/ax_run_model.py "$@"\n' "$python" > /opt/bin/ax_run_model
+chmod 755 /opt/bin/ax_run_model
+ln -sf /opt/bin/ax_run_model /usr/local/bin/ax_run_model
+printf 'AX630C board EMULATOR: ax_run_model runs EMULATED axmodels with ONNX Runtime on the CPU; no NPU.\n' > /etc/ax-board-emulator
+cat > /etc/ssh/sshd_config.d/kws-board-emulator.conf <<'CONF'
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+StrictModes no
+Subsystem sftp internal-sftp
+CONF
+# Debian's sshd_config has its own "Subsystem sftp" line; two Subsystem lines are an error.
+sed -i 's/^Subsystem[[:space:]]\+sftp.*$/# &  (replaced by sshd_config.d\/kws-board-emulator.conf)/' /etc/ssh/sshd_config
+rm -f /etc/ssh/ssh_host_*
+install -d -m 700 /root/.ssh
+"$python" /opt/ax-emulator/ax_run_model.py --help | grep -q EMULATOR
+echo "board emulator installed: /opt/bin/ax_run_model ($python)"
