@@ -28,8 +28,8 @@ class FeatureContract:
     f_min_hz: float = 0.0
     f_max_hz: float = 8000.0
     power_floor: float = 1e-10
-    norm_mean_db: float = -45.0
-    norm_std_db: float = 25.0
+    norm_mean_db: float = -20.0
+    norm_std_db: float = 15.0
 
     def __post_init__(self) -> None:
         frames = 1 + (self.clip_samples - self.win_length) // self.hop_length
