@@ -20,26 +20,28 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 
-# numpy + onnxruntime into the system interpreter's site-packages, so that `python3` in an SSH session
-# (which does not see Docker ENV) has them. pip itself comes from a throw-away venv.
+# numpy + onnxruntime in a venv; setup.sh writes /opt/bin/ax_run_model to run with this interpreter,
+# so an SSH session (which does not see Docker ENV) needs no PATH set-up.
 COPY docker/board-requirements.lock /tmp/board-requirements.lock
 RUN --mount=type=secret,id=cacert,required=false \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
- && python3 -m venv /tmp/pip-venv \
- && /tmp/pip-venv/bin/pip install --no-deps --require-hashes --only-binary :all: \
-        --target "$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-        -r /tmp/board-requirements.lock \
- && rm -rf /tmp/pip-venv /tmp/board-requirements.lock
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-deps --require-hashes --only-binary :all: -r /tmp/board-requirements.lock \
+ && rm /tmp/board-requirements.lock
 
+# The board engineer's installer (device/emulator/setup.sh): ax_run_model at /opt/bin, sshd config,
+# entrypoint.sh (host key: mounted or made at start; never baked in).
 COPY docker/smoke.py /opt/kws-smoke/smoke.py
 COPY device/emulator/ /opt/kws-board/emulator/
 COPY pulsar2/axmodel.py /opt/kws-board/emulator/axmodel.py
-RUN bash /opt/kws-board/emulator/setup.sh \
- && python3 /opt/kws-smoke/smoke.py board \
- && /opt/bin/ax_run_model --help >/dev/null \
+RUN sh /opt/kws-board/emulator/setup.sh /opt/venv/bin/python3 \
+ && /opt/venv/bin/python3 /opt/kws-smoke/smoke.py board \
+ && /opt/bin/ax_run_model --help | grep -q EMULATOR \
  && ssh-keygen -q -t ed25519 -N '' -f /tmp/smoke_host_key \
  && /usr/sbin/sshd -t -h /tmp/smoke_host_key \
- && rm -f /tmp/smoke_host_key /tmp/smoke_host_key.pub
+ && rm -f /tmp/smoke_host_key /tmp/smoke_host_key.pub /etc/ssh/ssh_host_* \
+ && rm -rf /opt/kws-board /opt/kws-smoke
 
 EXPOSE 22
-CMD ["/usr/sbin/sshd", "-D", "-e"]
+# entrypoint.sh ends in `exec /usr/sbin/sshd -D -e`.
+CMD ["/opt/ax-emulator/entrypoint.sh"]
