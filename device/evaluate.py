@@ -55,52 +55,52 @@ fi
 rm -rf "$run/tmp"
 find "$run" -maxdepth 1 -name 'pull-*.tar' -mmin +120 -exec rm -f {} + 2>/dev/null
 mkdir -p "$run/tmp" || exit 3
-now_ms() { date +%s%3N; }
-size_of() { stat -c %s "$1" 2>/dev/null || echo -1; }
-complete() { [ "$(size_of "$run/output/$1/output.bin")" = "$nb" ]; }
-finish() {  # k rc ms log outdir strict
-  k=$1 rc=$2 ms=$3 lg=$4 od=$5 st=ok why=-
-  sz=$(size_of "$od/output.bin")
-  if [ "$6" = 1 ] && grep -q '\[ERROR\]' "$lg"; then st=fail why="[ERROR] in the ax_run_model printout (exit status $rc)"
+# microseconds from bash's clock (no process per reading); date(1) if the shell lacks it
+now_us() { if [ -n "${EPOCHREALTIME:-}" ]; then us=${EPOCHREALTIME//[.,]/}; else us=$(($(date +%s%N) / 1000)); fi; }
+finish() {  # k rc ms outdir strict: judge, append the status line to logs/k.txt, commit output/k
+  k=$1 rc=$2 ms=$3 od=$4 st=ok why=-
+  lg="$run/logs/$k.txt"
+  sz=$(stat -c %s "$od/output.bin" 2>/dev/null || echo none)
+  if [ "$5" = 1 ] && grep -q '\[ERROR\]' "$lg"; then st=fail why="[ERROR] in the ax_run_model printout (exit status $rc)"
   elif [ "$sz" != "$nb" ]; then st=fail why="no complete output.bin ($sz bytes, expected $nb; exit status $rc)"
   fi
-  { printf 'status\t%s\t%s\t%s\t%s\n' "$st" "$rc" "$ms" "$why"; cat "$lg"; } > "$run/logs/$k.txt.tmp"
-  mv -f "$run/logs/$k.txt.tmp" "$run/logs/$k.txt"
-  if [ "$st" = ok ]; then rm -rf "$run/output/$k"; mv -T "$od" "$run/output/$k"; fi
+  printf 'status\t%s\t%s\t%s\t%s\n' "$st" "$rc" "$ms" "$why" >> "$lg"
+  # the rename of output/k is the commit point: a complete output/k/output.bin exists only after it
+  if [ "$st" = ok ]; then mv -T "$od" "$run/output/$k" || exit 3; fi
   echo "KWS $st $k $ms"
 }
 if [ "$mode" = per-input ]; then
   for k in "$@"; do
-    if complete "$k"; then echo "KWS skip $k"; continue; fi
+    if [ -f "$run/output/$k/output.bin" ]; then echo "KWS skip $k"; continue; fi
     t="$run/tmp/$k"
     mkdir -p "$t/out" && printf '%s\n' "$k" > "$t/list.txt" || exit 3
-    t0=$(now_ms)
-    "$ax" -m "$model" -i "$bundle/input/" -o "$t/out/" -l "$t/list.txt" > "$t/log.txt" 2>&1 9>&-
+    now_us; t0=$us
+    "$ax" -m "$model" -i "$bundle/input/" -o "$t/out/" -l "$t/list.txt" > "$run/logs/$k.txt" 2>&1 9>&-
     rc=$?
-    t1=$(now_ms)
-    finish "$k" "$rc" $((t1 - t0)) "$t/log.txt" "$t/out/$k" 1
-    rm -rf "$t"
+    now_us
+    finish "$k" "$rc" $(( (us - t0) / 1000 )) "$t/out/$k" 1
   done
 else
   : > "$run/tmp/list.txt"
   for k in "$@"; do
-    if complete "$k"; then echo "KWS skip $k"; else printf '%s\n' "$k" >> "$run/tmp/list.txt"; fi
+    if [ -f "$run/output/$k/output.bin" ]; then echo "KWS skip $k"; else printf '%s\n' "$k" >> "$run/tmp/list.txt"; fi
   done
   if [ -s "$run/tmp/list.txt" ]; then
     mkdir -p "$run/tmp/out"
-    t0=$(now_ms)
-    "$ax" -m "$model" -i "$bundle/input/" -o "$run/tmp/out/" -l "$run/tmp/list.txt" > "$run/tmp/batch.log" 2>&1 9>&-
+    now_us; t0=$us
+    "$ax" -m "$model" -i "$bundle/input/" -o "$run/tmp/out/" -l "$run/tmp/list.txt" > "$run/logs/batch.txt" 2>&1 9>&-
     rc=$?
-    t1=$(now_ms)
-    cp "$run/tmp/batch.log" "$run/logs/batch.txt"
-    echo "KWS batch $((t1 - t0)) $rc"
-    printf 'see logs/batch.txt\n' > "$run/tmp/see.txt"
-    while IFS= read -r k; do finish "$k" "$rc" -1 "$run/tmp/see.txt" "$run/tmp/out/$k" 0; done < "$run/tmp/list.txt"
+    now_us
+    echo "KWS batch $(( (us - t0) / 1000 )) $rc"
+    while IFS= read -r k; do
+      printf 'batch mode: see logs/batch.txt\n' > "$run/logs/$k.txt"
+      finish "$k" "$rc" -1 "$run/tmp/out/$k" 0
+    done < "$run/tmp/list.txt"
   fi
 fi
 cd "$run" || exit 3
-printf 'tmp/list.txt\n' > tmp/pull.list
 : >> tmp/list.txt
+printf 'tmp/list.txt\n' > tmp/pull.list
 for k in "$@"; do
   [ -d "output/$k" ] && printf 'output/%s\n' "$k" >> tmp/pull.list
   [ -f "logs/$k.txt" ] && printf 'logs/%s.txt\n' "$k" >> tmp/pull.list
@@ -112,10 +112,12 @@ echo "KWS pull $run/$pull"
 
 
 def _status_line(text: str) -> dict[str, Any]:
-    first = text.splitlines()[0] if text else ""
+    """The board's verdict for one input: the last ``status\t…`` line of logs/<k>.txt, plus the tool's avg ms."""
+    lines = text.splitlines()
+    first = next((ln for ln in reversed(lines) if ln.startswith("status\t")), "")
     parts = first.split("\t")
-    if len(parts) < 5 or parts[0] != "status":
-        return {"status": "fail", "error": f"unreadable board log header {first!r}"}
+    if len(parts) < 5:
+        return {"status": "fail", "error": f"no status line in the board log (last line {lines[-1:]!r})"}
     status, rc, ms, why = parts[1], parts[2], parts[3], parts[4]
     out: dict[str, Any] = {"status": status, "exit_status": int(rc) if rc.lstrip("-").isdigit() else None}
     wall = int(ms) if ms.lstrip("-").isdigit() else -1
@@ -129,7 +131,7 @@ def _status_line(text: str) -> dict[str, Any]:
             except ValueError:
                 pass
     if status != "ok":
-        out["log_tail"] = tail("\n".join(text.splitlines()[1:]), 6)
+        out["log_tail"] = tail("\n".join(ln for ln in lines if not ln.startswith("status\t")), 6)
     return out
 
 
@@ -207,7 +209,7 @@ def run_on_board(
     pull_name = f"pull-{secrets.token_hex(6)}.tar"  # unique: two evals of one run dir never share a tar
     args = [mode, bundle_dir, run_dir, str(run.n_bytes), board["ax_run_model"], "1" if fresh else "0", pull_name, *todo]
     try:
-        r = run_script(conn, EVAL_SCRIPT, args, "eval-npu")
+        r = run_script(conn, EVAL_SCRIPT, args, "eval-npu", shell="bash")
     except ConnectionLost as e:
         raise ConnectionLost(
             f"{e}; the outputs finished so far stay on the board and in {run.path} - re-run the same command "

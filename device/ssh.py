@@ -172,15 +172,15 @@ def check_remote_root(remote_root: str) -> str:
     return "/" + "/".join(parts)
 
 
-def script_command(script: str, args: Sequence[str]) -> str:
+def script_command(script: str, args: Sequence[str], shell: str = "sh") -> str:
     """``sh -c '<script>' kws 'arg1' 'arg2' …``: every argument shell-quoted, the script is one word."""
-    return " ".join(["sh", "-c", shlex.quote(script), "kws", *(shlex.quote(str(a)) for a in args)])
+    return " ".join([shell, "-c", shlex.quote(script), "kws", *(shlex.quote(str(a)) for a in args)])
 
 
-def run_script(conn: Connection, script: str, args: Sequence[str], what: str) -> Result:
-    """Run a POSIX sh script on the board in one round trip; ConnectionLost if the link drops meanwhile."""
+def run_script(conn: Connection, script: str, args: Sequence[str], what: str, shell: str = "sh") -> Result:
+    """Run a script (POSIX sh, or bash where asked) on the board in one round trip; ConnectionLost if the link drops."""
     try:
-        result = conn.run(script_command(script, args), hide=True, warn=True, in_stream=False)
+        result = conn.run(script_command(script, args, shell), hide=True, warn=True, in_stream=False)
     except (OSError, EOFError, paramiko.SSHException) as e:
         raise ConnectionLost(f"{getattr(conn, 'host', '?')}: connection lost during {what} ({type(e).__name__}: {e})") from None
     transport = getattr(conn, "transport", None)  # None for an invoke MockContext standing in for a board
