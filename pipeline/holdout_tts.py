@@ -14,7 +14,7 @@ Inputs -> outputs: espeak-ng -> ``<out>/<CLASS>/*.wav`` + ``<out>/manifest.json`
 
 Example::
 
-    python -m pipeline.holdout_tts --out build/holdout-tts --seed 6 --fondo-minutes 15
+    python -m pipeline.holdout_tts --out build/holdout-tts --seed 6 --fondo-minutes 30
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from pipeline.audio import resample, wav_bytes
 from pipeline.cli import csv_floats, die, run_main, setup_logging
 from pipeline.io import atomic_dir, atomic_write_json, sha256_bytes
 
@@ -163,28 +164,17 @@ def espeak_binary() -> str:
 
 def speak(text: str, voice: str, speed_wpm: int, pitch: int, espeak: str) -> np.ndarray:
     """espeak-ng speech as float32 mono at 16 kHz."""
-    from pipeline.audio import resample
-
     cmd = [espeak, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-b", "1", "--stdout", text]
     r = subprocess.run(cmd, capture_output=True, check=False, timeout=120)
     if r.returncode != 0 or not r.stdout:
         die(f"espeak-ng -v {voice}: failed (status {r.returncode}: {r.stderr.decode(errors='replace').strip()}); "
             "check the voice exists (`espeak-ng --voices=es`, `--voices=variant`)")
-    # espeak-ng streams a WAV whose header sizes are placeholders: read the raw PCM after the header.
-    data, sr = _read_stream_wav(r.stdout)
-    return resample(data, sr, SAMPLE_RATE)
-
-
-def _read_stream_wav(blob: bytes) -> tuple[np.ndarray, int]:
     try:
-        with sf.SoundFile(io.BytesIO(blob)) as f:
-            return f.read(dtype="float32"), int(f.samplerate)
-    except (sf.LibsndfileError, RuntimeError):
-        pass
-    # Header: fmt chunk at 12, 'data' at 36, samples from 44 (mono 16-bit).
-    sr = int.from_bytes(blob[24:28], "little")
-    pcm = np.frombuffer(blob[44: 44 + (len(blob) - 44) // 2 * 2], dtype="<i2")
-    return (pcm.astype(np.float32) / 32768.0), sr
+        with sf.SoundFile(io.BytesIO(r.stdout)) as f:
+            data, sr = f.read(dtype="float32"), int(f.samplerate)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        die(f"espeak-ng -v {voice}: its --stdout output is not a readable WAV ({e}); check the espeak-ng install")
+    return resample(data, sr, SAMPLE_RATE)
 
 
 def colored_noise(kind: str, n_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -299,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=6, help="master seed (same seed => same files)")
     p.add_argument("--renditions", type=int, default=3, help="files per keyword per evaluation voice")
     p.add_argument("--voices", help="comma-separated subset of the evaluation voices (default: all)")
-    p.add_argument("--fondo-minutes", type=float, default=15.0, help="total keyword-free speech, minutes")
+    p.add_argument("--fondo-minutes", type=float, default=30.0,
+                   help="total keyword-free speech, minutes (FA/h resolution = 60 / this)")
     p.add_argument("--fondo-file-s", type=float, default=30.0, help="approximate length of each FONDO file, s")
     p.add_argument("--noisy-fraction", type=float, default=0.5, help="fraction of files mixed with noise")
     p.add_argument("--snr-db-list", type=csv_floats, default=[20.0, 10.0, 5.0], help="SNRs for noisy files, dB")
@@ -310,7 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    from pipeline.audio import wav_bytes
     from pipeline.provenance import manifest
 
     if args.renditions < 1:
@@ -337,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     audio, meta = keyword_item(word, ci, k, voice, args.seed, args.noisy_fraction,
                                                args.snr_db_list, espeak)
                     rel = f"{word}/{word.lower()}_{k:04d}.wav"
-                    files.append(_write(tmp, rel, word, audio, meta, wav_bytes))
+                    files.append(_write(tmp, rel, word, audio, meta))
                     k += 1
             log.info("%s: %d files", word, k)
         (tmp / BACKGROUND_CLASS).mkdir()
@@ -346,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             audio, meta = fondo_item(k, voices[k % len(voices)], args.seed, args.fondo_file_s,
                                      args.noisy_fraction, args.snr_db_list, espeak)
             rel = f"{BACKGROUND_CLASS}/fondo_{k:04d}.wav"
-            files.append(_write(tmp, rel, BACKGROUND_CLASS, audio, meta, wav_bytes))
+            files.append(_write(tmp, rel, BACKGROUND_CLASS, audio, meta))
             fondo_s += len(audio) / SAMPLE_RATE
             k += 1
         log.info("%s: %d files, %.1f min", BACKGROUND_CLASS, k, fondo_s / 60)
@@ -367,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _write(root: Path, rel: str, cls: str, audio: np.ndarray, meta: dict[str, Any], wav_bytes: Any) -> dict[str, Any]:
+def _write(root: Path, rel: str, cls: str, audio: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
     data = wav_bytes(audio, SAMPLE_RATE)
     (root / rel).write_bytes(data)
     return {"path": rel, "class": cls, "duration_s": round(len(audio) / SAMPLE_RATE, 4),
