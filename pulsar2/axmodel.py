@@ -105,6 +105,12 @@ def unpack(data: bytes, source: str = "<bytes>") -> tuple[dict[str, Any], bytes]
     return meta, onnx_bytes
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_emulated(path: str | os.PathLike[str], onnx_bytes: bytes, meta: dict[str, Any]) -> None:
     """Write the container atomically (temp file in the same directory + ``os.replace``)."""
     # pipeline.io.atomic_write_bytes does the same; not imported because this file travels alone into the
@@ -114,6 +120,7 @@ def write_emulated(path: str | os.PathLike[str], onnx_bytes: bytes, meta: dict[s
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

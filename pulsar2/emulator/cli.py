@@ -18,12 +18,10 @@ import argparse
 import datetime
 import hashlib
 import inspect
-import json
 import logging
+import os
 import shutil
 import sys
-import tarfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -234,6 +232,9 @@ def build(config: dict[str, Any], config_name: str, config_sha256: str, data_roo
             say("WARNING", f"apply default output processor configuration to {[t.name for t in facts['outputs']]}")
 
     with atomic_dir(out_dir) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output dir should look like a plain mkdir's
         # frontend: fix the input shape, ORT basic graph optimisation (standard ONNX ops only)
         model = onnx.load(str(facts["onnx_path"]))
         for v in model.graph.input:
