@@ -429,7 +429,8 @@ def plot_features(feats_tm: np.ndarray, path: Path, title: str, contract: Featur
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"mel band (HTK, {contract.f_min_hz:g}-{contract.f_max_hz:g} Hz)")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label=f"(dB - {contract.norm_mean_db:g}) / {contract.norm_std_db:g}")
+    sign = "-" if contract.norm_mean_db >= 0 else "+"
+    fig.colorbar(im, ax=ax, label=f"(dB {sign} {abs(contract.norm_mean_db):g}) / {contract.norm_std_db:g}")
     fig.tight_layout()
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png")

@@ -1,0 +1,181 @@
+"""The feature contract, pinned: a golden tensor, an independent numpy/scipy reference, torchaudio itself.
+
+Regenerate the golden file only when the contract changes on purpose:
+    python -m tests.features.test_features_contract --regenerate
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+
+from pipeline.contract import FeatureContract
+from pipeline.features import load_contract, logmel, loudest_window, mel_spectrogram_transform, pad_samples
+from tests.features.conftest import DEFAULT_FEATURES_TOML
+
+GOLDEN = Path(__file__).parent / "data" / "golden_chirp_logmel.npy"
+
+
+def lcg_noise(n: int, seed: int = 12345) -> np.ndarray:
+    """Uniform noise in [-1, 1) from a fixed LCG (Numerical Recipes constants): the same on every numpy."""
+    out = np.empty(n)
+    state = seed
+    for k in range(n):
+        state = (1664525 * state + 1013904223) % 2**32
+        out[k] = state / 2**31 - 1.0
+    return out
+
+
+def chirp_clip() -> np.ndarray:
+    """A deterministic 1 s test clip: 50 ms of exact silence (hits the power floor), then a log chirp
+    100 Hz -> 7 kHz under a smooth envelope over low-level noise (bounds the per-frame dynamic range)."""
+    sr, n = 16000, 16000
+    t = np.arange(n) / sr
+    x = 0.3 * scipy.signal.chirp(t, f0=100.0, t1=1.0, f1=7000.0, method="logarithmic")
+    env = np.clip(np.sin(np.pi * (t - 0.1) / 0.8), 0.0, None) * (t > 0.1) * (t < 0.9)
+    x = x * env + 0.003 * lcg_noise(n)
+    x[:800] = 0.0
+    return x.astype(np.float32)
+
+
+def reference_logmel(audio: np.ndarray, c: FeatureContract) -> np.ndarray:
+    """The contract written out with numpy/scipy in float64, without padding tricks or torchaudio:
+    frame t = clip[hop*t : hop*t + win] * periodic Hann, |rfft(frame, n_fft)|^2, HTK triangular mel filters
+    with edges equally spaced in mel between f_min and f_max, 10*log10(max(P, floor)), fixed normalisation."""
+    x = np.asarray(audio, dtype=np.float64)
+    window = scipy.signal.get_window("hann", c.win_length, fftbins=True)
+    frames = np.lib.stride_tricks.sliding_window_view(x, c.win_length)[:: c.hop_length]
+    assert frames.shape[0] == c.n_frames
+    power = np.abs(np.fft.rfft(frames * window, n=c.n_fft, axis=-1)) ** 2  # (frames, n_fft/2+1)
+    freqs = np.linspace(0.0, c.sample_rate / 2, c.n_fft // 2 + 1)
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = hz(np.linspace(mel(c.f_min_hz), mel(c.f_max_hz), c.n_mels + 2))
+    fb = np.zeros((freqs.size, c.n_mels))
+    for m in range(c.n_mels):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        rising = (freqs - lo) / (mid - lo)
+        falling = (hi - freqs) / (hi - mid)
+        fb[:, m] = np.maximum(0.0, np.minimum(rising, falling))
+    db = 10.0 * np.log10(np.maximum(power @ fb, c.power_floor))
+    return ((db - c.norm_mean_db) / c.norm_std_db)[None, None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def contract() -> FeatureContract:
+    return load_contract(DEFAULT_FEATURES_TOML)
+
+
+def test_shape_dtype_and_exactly_98_frames(contract: FeatureContract) -> None:
+    audio = np.zeros((3, 16000), np.float32)
+    out = logmel(audio, contract)
+    assert out.shape == (3, 1, 98, 64) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert logmel(audio[0], contract).shape == (1, 1, 98, 64)
+    assert pad_samples(contract) == (56, 56)
+
+
+def test_silence_sits_exactly_on_the_power_floor(contract: FeatureContract) -> None:
+    out = logmel(np.zeros(16000, np.float32), contract)
+    floor = (10 * np.log10(contract.power_floor) - contract.norm_mean_db) / contract.norm_std_db
+    np.testing.assert_allclose(out, floor, rtol=0, atol=1e-6)
+
+
+def test_wrong_length_is_refused(contract: FeatureContract) -> None:
+    with pytest.raises(ValueError, match="16000"):
+        logmel(np.zeros(15999, np.float32), contract)
+    with pytest.raises(ValueError, match="16000"):
+        logmel(np.zeros((2, 2, 16000), np.float32), contract)
+
+
+def test_golden_chirp(contract: FeatureContract) -> None:
+    golden = np.load(GOLDEN)
+    out = logmel(chirp_clip(), contract)
+    assert golden.shape == out.shape == (1, 1, 98, 64)
+    np.testing.assert_allclose(out, golden, rtol=0, atol=1e-5)
+
+
+def test_independent_reference_agrees(contract: FeatureContract) -> None:
+    clips = [chirp_clip(), (0.2 * lcg_noise(16000, seed=99)).astype(np.float32)]
+    clips.append(np.roll(clips[0], 3000))
+    batch = logmel(np.stack(clips), contract)
+    for k, clip in enumerate(clips):
+        ref = reference_logmel(clip, contract)
+        np.testing.assert_allclose(batch[k : k + 1], ref, rtol=0, atol=1e-4)
+        # the floor path is exercised too: the chirp's first 2 frames are pure silence
+    assert np.allclose(batch[0, 0, :2], (-100 - contract.norm_mean_db) / contract.norm_std_db)
+    assert not np.allclose(batch[0, 0, 3:], batch[0, 0, 3, 0])
+
+
+def test_frame_t_covers_samples_hop_t_to_hop_t_plus_win(contract: FeatureContract) -> None:
+    """A click at sample s lights frames t with 160t <= s < 160t + 400 and no others."""
+    s = 5000
+    x = np.zeros(16000, np.float32)
+    x[s] = 1.0
+    out = logmel(x, contract)[0, 0]
+    lit = np.flatnonzero(out.max(axis=1) > (10 * np.log10(contract.power_floor) - contract.norm_mean_db) / contract.norm_std_db + 1e-3)
+    expected = [t for t in range(98) if 160 * t <= s < 160 * t + 400]
+    # the Hann window is zero at its first sample only
+    expected = [t for t in expected if s != 160 * t]
+    assert lit.tolist() == expected
+
+
+def test_equals_torchaudio_melspectrogram(contract: FeatureContract) -> None:
+    import torch
+
+    x = np.stack([chirp_clip(), np.roll(chirp_clip(), 5000)])
+    with torch.inference_mode():
+        padded = torch.nn.functional.pad(torch.from_numpy(x), pad_samples(contract))
+        p = mel_spectrogram_transform(contract)(padded)  # (n, mels, frames)
+        ta = ((10 * torch.log10(torch.clamp(p, min=contract.power_floor)) - contract.norm_mean_db)
+              / contract.norm_std_db).transpose(1, 2).unsqueeze(1).numpy()
+    assert ta.shape == (2, 1, 98, 64)  # torchaudio with center=False on the padded clip: 98 frames
+    np.testing.assert_allclose(logmel(x, contract), ta, rtol=0, atol=1e-5)
+
+
+def test_batch_equals_one_by_one(contract: FeatureContract) -> None:
+    clips = np.stack([np.roll(chirp_clip(), k * 1000) for k in range(5)])
+    batch = logmel(clips, contract)
+    for k in range(5):
+        np.testing.assert_allclose(batch[k : k + 1], logmel(clips[k], contract), rtol=0, atol=1e-6)
+
+
+def test_load_contract_reads_only_contract_keys(tmp_path: Path) -> None:
+    c = load_contract(DEFAULT_FEATURES_TOML)
+    assert c.n_frames == 98 and c.n_mels == 64 and c.hop_length == 160 and c.win_length == 400
+    bad = tmp_path / "features.toml"
+    bad.write_text(DEFAULT_FEATURES_TOML.read_text().replace("n_frames = 98", "n_frames = 101"))
+    from pipeline.cli import StageError
+
+    with pytest.raises(StageError, match="101"):
+        load_contract(bad)
+
+
+def test_normalisation_is_roughly_standard_on_speechlike_clips(contract: FeatureContract) -> None:
+    """The fixed constants put synthetic voiced clips in noise near zero mean, unit-ish spread."""
+    from tests.features.conftest import synth_clip
+
+    x = np.stack([synth_clip(ci, k) for ci in range(3) for k in range(4)])
+    out = logmel(x, contract)
+    assert -1.0 < float(out.mean()) < 1.0
+    assert 0.4 < float(out.std()) < 2.0
+
+
+def test_loudest_window() -> None:
+    a = np.zeros(40000, np.float32)
+    a[25000:26000] = 0.5
+    w, start = loudest_window(a, 16000)
+    assert w.shape == (16000,) and start <= 25000 and start + 16000 >= 26000
+    assert np.abs(w).sum() == pytest.approx(500.0)
+    short = np.ones(1000, np.float32)
+    w, start = loudest_window(short, 16000)
+    assert w.shape == (16000,) and start == -7500 and w[7500:8500].sum() == 1000 and w.sum() == 1000
+
+
+if __name__ == "__main__" and "--regenerate" in sys.argv:
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    np.save(GOLDEN, logmel(chirp_clip(), load_contract(DEFAULT_FEATURES_TOML)))
+    print(f"wrote {GOLDEN}")
