@@ -131,14 +131,16 @@ $(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) pipeline/where.py
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------
 $(P2_CONFIG): $(ONNX) $(CALIB) $(P)/pulsar2.toml pulsar2/config.py pulsar2/config.template.json \
-              schemas/pulsar2-config.schema.json $(COMMON_PY) $(TRAIN_IMAGE)
+              pulsar2/checks.py pulsar2/schema.py schemas/pulsar2-config.schema.json $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pulsar2.config --params $(P)/pulsar2.toml --onnx $< --calib $(CALIB) --build $(B) --out $@
 
-$(AXMODEL): $(P2_CONFIG) $(ONNX) $(CALIB) pulsar2/build.py $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
+$(AXMODEL): $(P2_CONFIG) $(ONNX) $(CALIB) pulsar2/build.py pulsar2/__init__.py pulsar2/axmodel.py pulsar2/checks.py \
+            pulsar2/schema.py $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
 	$(PYTHON) -m pulsar2.build --config $< --build $(B) --out $@ --runner $(RUNNER_USED) \
 	    --image $(PULSAR2_IMAGE) --image-origin "$(origin PULSAR2_IMAGE)" --emulator-image-id "$(PULSAR2_EMU)"
 
-$(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) pulsar2/quant_report.py $(COMMON_PY) $(TRAIN_IMAGE)
+$(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) pulsar2/quant_report.py pulsar2/__init__.py pulsar2/axmodel.py \
+          pipeline/infer.py $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pulsar2.quant_report --axmodel $< --onnx $(ONNX) --features $(B)/features --out $@
 
 # ---- images (docker runner only) ---------------------------------------------------------------
