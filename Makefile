@@ -126,7 +126,7 @@ $(NPU_INPUTS): $(FEATURES) $(P)/npu_inputs.toml pipeline/npu_inputs.py $(COMMON_
 	$(RUN) -m pipeline.npu_inputs --params $(P)/npu_inputs.toml --features $(<D) --out $(@D)
 
 # The artifact index: printed (and kept) once everything else is built.
-$(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) pipeline/where.py
+$(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) pipeline/where.py pipeline/io.py
 	$(PYTHON) -m pipeline.where --build $(B) --out $@
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Standard library only: it runs on the host after ``make all`` even when the stages ran in a container and
 torch/numpy are not installed here. The artifact list is docs/design.md's table.
 
-    python -m pipeline.where --build build
+    python -m pipeline.where --build build [--out build/artifacts.txt]
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from pipeline.io import atomic_write_text  # stdlib-only, like this module
 
 Fact = Callable[[Path, Path], str]
 
@@ -206,12 +208,15 @@ def report(build: Path) -> tuple[list[str], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", type=Path, default=Path("build"), help="the BUILD folder")
+    parser.add_argument("--out", type=Path, help="also write the listing here (the artifact index make all ends with)")
     args = parser.parse_args(argv)
     lines, present = report(args.build)
-    print(f"artifacts ({present} of {len(ARTIFACTS)} present):")
-    print("\n".join(lines))
+    text = f"artifacts ({present} of {len(ARTIFACTS)} present):\n" + "\n".join(lines) + "\n"
     if _emulated(args.build):
-        print("NOTE: the axmodel was made by the Pulsar2 EMULATOR (no Pulsar2 image); it will not run on a board.")
+        text += "NOTE: the axmodel was made by the Pulsar2 EMULATOR (no Pulsar2 image); it will not run on a board.\n"
+    print(text, end="")
+    if args.out is not None:
+        atomic_write_text(args.out, text)
     return 0
 
 
