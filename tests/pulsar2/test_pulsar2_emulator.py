@@ -169,3 +169,14 @@ def test_launcher_runs_from_a_copied_layout(config_path: Path, build_dir: Path, 
     r = subprocess.run(["pulsar2", "build", "--config", str(tmp_path / "none.json")],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "config file not found" in r.stderr
+
+
+def test_path_and_target_overrides(config_path: Path, build_dir: Path) -> None:
+    (build_dir / "model" / "copy.onnx").write_bytes((build_dir / "model" / "kws.onnx").read_bytes())
+    assert emulate(config_path, build_dir, "--input", "/data/build/model/copy.onnx", "--output_dir", "/data/build/alt",
+                   "--output_name", "kws_npu2.axmodel", "--target_hardware", "AX620E", "--npu_mode", "NPU2",
+                   "--onnx_opt.disable_onnx_optimization", "true") == 0
+    assert not (build_dir / "pulsar2" / "output").exists()
+    meta, _ = axmodel.read_emulated(build_dir / "alt" / "kws_npu2.axmodel")
+    assert meta["npu_mode"] == "NPU2"
+    assert (build_dir / "alt" / "frontend" / "optimized.onnx").is_file()
