@@ -70,6 +70,19 @@ def test_documented_enums_cite_the_docs() -> None:
     for enum_holder in (props["target_hardware"], props["npu_mode"], ic["calibration_format"]):
         assert "config.md" in enum_holder["$comment"]
 
+    def enums(node, path="#"):
+        if isinstance(node, dict):
+            if "enum" in node:
+                yield path, node
+            for k, v in node.items():
+                yield from enums(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from enums(v, f"{path}/{i}")
+
+    for path, node in enums(schema):
+        assert node.get("$comment"), f"{path}: enum without a $comment naming its source"
+
 
 def test_the_expected_examples_exist() -> None:
     names = {p.stem for p in VALID}
