@@ -45,9 +45,9 @@ VENDOR_URL = "https://huggingface.co/AXERA-TECH/Pulsar2 (mirror: https://modelsc
 BANNER = "\n".join([
     "#" * 78,
     "#  PULSAR2 EMULATOR - NOT the Axera compiler".ljust(77) + "#",
-    "#  No Pulsar2 image was found, so the project's emulator builds an EMULATED".ljust(77) + "#",
-    "#  axmodel (ONNX Runtime INT8 inside a marked container). It runs only in the".ljust(77) + "#",
-    "#  board EMULATOR; a real AX630C needs the vendor compiler:".ljust(77) + "#",
+    "#  The vendor Pulsar2 image is not in use, so the project's emulator builds".ljust(77) + "#",
+    "#  an EMULATED axmodel (ONNX Runtime INT8 in a marked container). Only the".ljust(77) + "#",
+    "#  board EMULATOR runs it; a real AX630C needs the vendor compiler:".ljust(77) + "#",
     "#    invoke pulsar2.load --tarball ax_pulsar2_<ver>.tar.gz".ljust(77) + "#",
     "#    make all PULSAR2_IMAGE=pulsar2:<ver>        (see pulsar2/README.md)".ljust(77) + "#",
     "#" * 78,

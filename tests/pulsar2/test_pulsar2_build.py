@@ -172,3 +172,9 @@ def test_build_module_is_stdlib_only() -> None:
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_banner_is_a_closed_box() -> None:
+    lines = build.BANNER.splitlines()
+    assert len(lines) >= 5 and "PULSAR2 EMULATOR - NOT the Axera compiler" in lines[1]
+    assert {len(line) for line in lines} == {78} and all(line.endswith("#") for line in lines)
