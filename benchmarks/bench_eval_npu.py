@@ -83,6 +83,10 @@ def main() -> int:
         print(f"baseline  {n} x one ax_run_model run (one SSH command): {base_s:8.2f} s  ({1e3 * base_s / n:.0f} ms/input)")
         print(f"eval-npu  per-input, fresh, incl. pull + ONNX + report:  {eval_s:8.2f} s  "
               f"(agreement {rep['agreement']}, compared {rep['n_compared']}, failed {rep['n_failed']})")
+        sec = rep["this_call"]["seconds"]
+        print(f"  of which: probe {sec['probe']:.2f} s, board loop {sec['board_loop']:.2f} s "
+              f"(vs baseline {base_s:.2f} s: {sec['board_loop'] / base_s:.3f}x), one-tar pull {sec['pull']:.2f} s, "
+              f"host side (bundle hash, ONNX, report) {eval_s - sum(sec.values()):.2f} s")
         print(f"ratio eval-npu / baseline = {eval_s / base_s:.3f}   fixed+per-input overhead = {eval_s - base_s:+.2f} s "
               "(target: ratio <= 1.2 plus a few seconds of fixed cost)")
     finally:

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("per-input", "batch")
 
-# Arguments: mode bundle_dir run_dir output_bytes ax_run_model fresh pull_name ids...
+# bash (arrays, $EPOCHREALTIME: no process per clock reading). Arguments:
+# mode bundle_dir run_dir output_bytes ax_run_model fresh pull_name ids...
 EVAL_SCRIPT = r"""
 set -u
 mode=$1 bundle=$2 run=$3 nb=$4 ax=$5 fresh=$6 pull=$7
@@ -61,7 +63,11 @@ finish() {  # k rc ms outdir strict: judge, append the status line to logs/k.txt
   k=$1 rc=$2 ms=$3 od=$4 st=ok why=-
   lg="$run/logs/$k.txt"
   sz=$(stat -c %s "$od/output.bin" 2>/dev/null || echo none)
-  if [ "$5" = 1 ] && grep -q '\[ERROR\]' "$lg"; then st=fail why="[ERROR] in the ax_run_model printout (exit status $rc)"
+  err=0
+  if [ "$5" = 1 ]; then
+    while IFS= read -r line; do [[ $line == *"[ERROR]"* ]] && { err=1; break; }; done < "$lg"
+  fi
+  if [ "$err" = 1 ]; then st=fail why="[ERROR] in the ax_run_model printout (exit status $rc)"
   elif [ "$sz" != "$nb" ]; then st=fail why="no complete output.bin ($sz bytes, expected $nb; exit status $rc)"
   fi
   printf 'status\t%s\t%s\t%s\t%s\n' "$st" "$rc" "$ms" "$why" >> "$lg"
@@ -70,10 +76,13 @@ finish() {  # k rc ms outdir strict: judge, append the status line to logs/k.txt
   echo "KWS $st $k $ms"
 }
 if [ "$mode" = per-input ]; then
+  dirs=()
+  for k in "$@"; do dirs+=("$run/tmp/$k/out"); done
+  mkdir -p "${dirs[@]}" || exit 3  # one process for all the work dirs
   for k in "$@"; do
     if [ -f "$run/output/$k/output.bin" ]; then echo "KWS skip $k"; continue; fi
     t="$run/tmp/$k"
-    mkdir -p "$t/out" && printf '%s\n' "$k" > "$t/list.txt" || exit 3
+    printf '%s\n' "$k" > "$t/list.txt" || exit 3
     now_us; t0=$us
     "$ax" -m "$model" -i "$bundle/input/" -o "$t/out/" -l "$t/list.txt" > "$run/logs/$k.txt" 2>&1 9>&-
     rc=$?
@@ -191,7 +200,9 @@ def run_on_board(
     allow_emulated: bool = False,
 ) -> dict[str, Any]:
     """Run the inputs of ``ids`` that are not complete locally; pull the new outputs in one tar."""
+    t0 = time.perf_counter()
     board = probe(conn, root, bundle.bundle_id)
+    seconds = {"probe": round(time.perf_counter() - t0, 3)}
     if not board["bundle_present"]:
         raise DeviceError(f"{conn.host}: bundle {bundle.bundle_id} is not on the board under {root}; run invoke deploy first")
     if bundle.emulated and not board["emulator"] and not allow_emulated:
@@ -200,7 +211,8 @@ def run_on_board(
     if not board["ax_run_model"]:
         raise DeviceError(f"{conn.host}: ax_run_model not found on PATH or in /opt/bin on the board")
     todo = [k for k in ids if fresh or not run.complete(k)]
-    info: dict[str, Any] = {"board": board, "requested": len(todo), "ran": 0, "skipped_on_board": 0, "failed": 0}
+    info: dict[str, Any] = {"board": board, "requested": len(todo), "ran": 0, "skipped_on_board": 0, "failed": 0,
+                            "seconds": seconds}
     if not todo:
         log.info("%s: all %d inputs already pulled; nothing to run", conn.host, len(ids))
         return info
@@ -208,6 +220,7 @@ def run_on_board(
     log.info("%s: running %d input(s) on the board (%s mode)", conn.host, len(todo), mode)
     pull_name = f"pull-{secrets.token_hex(6)}.tar"  # unique: two evals of one run dir never share a tar
     args = [mode, bundle_dir, run_dir, str(run.n_bytes), board["ax_run_model"], "1" if fresh else "0", pull_name, *todo]
+    t0 = time.perf_counter()
     try:
         r = run_script(conn, EVAL_SCRIPT, args, "eval-npu", shell="bash")
     except ConnectionLost as e:
@@ -217,6 +230,7 @@ def run_on_board(
         ) from None
     if r.exited != 0:
         raise DeviceError(f"{conn.host}: eval-npu script failed (exit {r.exited}): {tail(r.stderr or r.stdout)}")
+    seconds["board_loop"] = round(time.perf_counter() - t0, 3)
     for line in r.stdout.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[0] == "KWS":
@@ -229,6 +243,7 @@ def run_on_board(
                 info["skipped_on_board"] += 1
             elif parts[1] == "batch":
                 info["batch_wall_ms"] = int(parts[2])
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kws-pull-") as tmp:
         local_tar = Path(tmp) / "pull.tar"
         try:
@@ -238,6 +253,7 @@ def run_on_board(
             raise ConnectionLost(f"{conn.host}: pulling {run_dir}/{pull_name} failed ({e}); re-run to pull again") from None
         info["pulled_bytes"] = local_tar.stat().st_size
         run.absorb(local_tar, todo)
+    seconds["pull"] = round(time.perf_counter() - t0, 3)
     if "batch_wall_ms" in info:
         run.state["batch_wall_ms"] = info["batch_wall_ms"]
         run.save()
