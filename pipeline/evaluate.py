@@ -226,6 +226,9 @@ def plot_det(curve: Sequence[Mapping[str, Any]], operating: Mapping[str, Any], p
     if pts:
         xs, ys = zip(*pts)
         ax.plot(xs, [100 * y for y in ys], marker=".", lw=1, label="threshold sweep")
+    else:
+        ax.text(0.5, 0.5, "no keyword-free (FONDO) audio in the holdout:\nno FA/h, no DET curve",
+                ha="center", va="center", transform=ax.transAxes)
     if operating.get("fa_per_hour") is not None and operating.get("miss_rate") is not None:
         ax.plot([operating["fa_per_hour"]], [100 * operating["miss_rate"]], "r*", ms=12, label="detector settings")
     for fa in FIXED_FA_PER_HOUR:
@@ -236,7 +239,8 @@ def plot_det(curve: Sequence[Mapping[str, Any]], operating: Mapping[str, Any], p
     ax.set_ylabel("miss rate, % (keyword clips, streaming detector)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -355,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bg = classes.index(settings.background_class)
     layout = holdout_layout(args.holdout, classes, settings.background_class)
     meta = holdout_meta(args.holdout)
+    if settings.background_class not in layout:
+        log.warning("%s: no %s folder: false accepts per hour cannot be measured", args.holdout, settings.background_class)
     all_files = [f for fs in layout.values() for f in fs]
 
     if args.skip_leak_check:

@@ -183,3 +183,13 @@ def test_detect_cli_bad_input_is_one_clear_error(tiny_onnx: Path, tmp_path: Path
     assert run_main(detect_main, [str(bad), "--onnx", str(tiny_onnx)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {bad}")
     assert run_main(detect_main, [str(bad), "--onnx", str(tiny_onnx), "--thresholds", "0.5,0.9"]) == 2
+
+
+def test_evaluate_without_negatives_reports_no_fa_rate(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path) -> None:
+    shutil.rmtree(tiny_holdout / "FONDO")
+    out = tmp_path / "e"
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(out), "--skip-leak-check") == 0
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["heldout_top1"] == pytest.approx(6 / 7)
+    assert s["fa_per_hour"] is None and s["negative_hours"] == 0.0 and s["false_accepts"] == 0
+    assert all(v["miss_rate"] is None for v in s["miss_rate_at_fa_per_hour"].values())
