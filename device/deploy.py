@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 
 PROBE_SCRIPT = r"""
 root=$1 id=$2 mk=$3
-if [ "$mk" = 1 ]; then mkdir -p "$root/.incoming" || exit 3; fi
+if [ "$mk" = 1 ]; then
+  mkdir -p "$root/.incoming" || exit 3
+  find "$root/.incoming" -maxdepth 1 -type f -mmin +60 -exec rm -f {} + 2>/dev/null  # uploads cut off long ago
+fi
 ax=$(command -v ax_run_model 2>/dev/null || true)
 if [ -z "$ax" ] && [ -x /opt/bin/ax_run_model ]; then ax=/opt/bin/ax_run_model; fi
 echo "ax_run_model=$ax"

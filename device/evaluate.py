@@ -274,6 +274,10 @@ def eval_npu(
     build = Path(build)
     bundle = collect_bundle(build)
     onnx = OnnxModel(onnx_path or build / "model" / "kws.onnx")
+    manifest_classes = json.loads(bundle.files["manifest.json"].read_text()).get("classes")
+    if manifest_classes is not None and list(manifest_classes) != list(onnx.classes):
+        raise DeviceError(f"{bundle.files['manifest.json']}: classes {manifest_classes} differ from {onnx.path}'s "
+                          f"{onnx.classes}; rebuild the board inputs and the model from the same features (make all)")
     ids = bundle.ids[:limit] if limit else list(bundle.ids)
     run_path = Path(out_dir) / host_label / bundle.bundle_id / mode
     if fresh and run_path.exists():
