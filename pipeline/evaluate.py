@@ -162,11 +162,20 @@ def snr_bucket(snr_db: Any) -> str:
     return "clean" if snr_db is None else f"{float(snr_db):g} dB"
 
 
+def _bucket_order(name: str) -> tuple[int, float, str]:
+    """'clean' first, then SNR buckets from high to low, then anything else by name."""
+    if name == "clean":
+        return (0, 0.0, name)
+    m = re.fullmatch(r"(-?[0-9.]+) dB", name)
+    return (1, -float(m.group(1)), name) if m else (2, 0.0, name)
+
+
 def accuracy_table(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[bool]] = {}
     for r in rows:
         groups.setdefault(str(r[key]), []).append(bool(r["correct"]))
-    return {k: {"n": len(v), "correct": int(sum(v)), "accuracy": sum(v) / len(v)} for k, v in sorted(groups.items())}
+    return {k: {"n": len(groups[k]), "correct": int(sum(groups[k])), "accuracy": sum(groups[k]) / len(groups[k])}
+            for k in sorted(groups, key=_bucket_order)}
 
 
 def detector_hits(smoothed: Sequence[np.ndarray], labels: Sequence[int], settings: DetectorSettings,

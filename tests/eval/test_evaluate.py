@@ -62,6 +62,7 @@ def test_evaluate_writes_the_summary(tiny_onnx: Path, tiny_holdout: Path, seeds_
     assert event["file"] == "FONDO/n2.wav" and event["class_name"] == "ALFA" and 4.0 <= event["start_s"] <= 5.5
     assert s["accuracy_by_snr"] == {"10 dB": {"n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)},
                                     "clean": {"n": 4, "correct": 4, "accuracy": 1.0}}
+    assert list(s["accuracy_by_snr"]) == ["clean", "10 dB"]
     assert s["detector_settings"]["on_threshold"] == 0.9
     assert set(s["miss_rate_at_fa_per_hour"]) == {"0.5", "1", "5"}
     # zero FA/h needs a threshold above the planted tone's score; the curve is a real sweep
