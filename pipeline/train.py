@@ -174,6 +174,9 @@ def train_model(
             loss_sum += loss.item() * len(sel)
             correct += int((out.argmax(1) == yb).sum())
         val_loss, val_acc, _ = evaluate(model, x_val, y_val)
+        if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
+            die(f"training diverged in epoch {epoch} (train loss sum {loss_sum}, val loss {val_loss}); "
+                f"lower --lr (now {settings.lr:g})")
         improved = val_loss < best_val - settings.min_delta
         if improved:
             best_val, best_epoch, bad_epochs = val_loss, epoch, 0

@@ -157,3 +157,10 @@ def test_metrics_by_hand() -> None:
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3) and m["per_class"]["b"]["recall"] == 1.0
     assert m["per_class"]["c"]["f1"] == pytest.approx(2 * 1 * 0.5 / 1.5)
+
+
+def test_divergence_is_a_clean_error(trained: tuple[Path, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(trained[0], tmp_path / "nan", "--lr", "1e30", "--epochs", "2") == 2
+    assert "training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "nan" / "ckpt.pt").exists()
