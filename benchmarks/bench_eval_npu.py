@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from device.bundle import collect_bundle  # noqa: E402
-from device.deploy import deploy  # noqa: E402
-from device.emulator.launch import BASE_PATH, free_port, install_emulator_bin, start_local_sshd  # noqa: E402
-from device.evaluate import eval_npu  # noqa: E402
-from device.ssh import BoardSpec, connect, open_connection, run_script  # noqa: E402
+from device.bundle import collect_bundle
+from device.deploy import deploy
+from device.emulator.launch import BASE_PATH, free_port, install_emulator_bin, start_local_sshd
+from device.evaluate import eval_npu
+from device.ssh import BoardSpec, connect, open_connection, run_script
 
 BASELINE = r"""
 ax=$1 model=$2 inputs=$3 work=$4

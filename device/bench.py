@@ -21,6 +21,7 @@ Example (via invoke)::
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def parse_printout(text: str) -> dict[str, Any]:
     pct = {f"p{m.group(1)}": float(m.group(2)) for m in _PCT.finditer(after.split("----")[0])}
     values = [pct[k] for k in sorted(pct, key=lambda s: float(s[1:]))]
     problems = []
-    if any(b < a for a, b in zip(values, values[1:])):
+    if any(b < a for a, b in itertools.pairwise(values)):
         problems.append("percentiles decrease as the label increases")
     if any(v < mn - 1e-9 or v > mx + 1e-9 for v in values):
         problems.append("a percentile lies outside [min, max]")

@@ -28,11 +28,10 @@ import re
 import tarfile
 from pathlib import Path
 
+from device.ssh import DeviceError
 from pipeline.contract import FeatureContract
 from pipeline.io import sha256_file
 from pulsar2 import axmodel
-
-from device.ssh import DeviceError
 
 SUMS_NAME = "SHA256SUMS"
 COMPLETE_MARKER = ".kws-bundle-complete"

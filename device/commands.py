@@ -17,14 +17,20 @@ from typing import Any
 
 from fabric import Connection
 
-from pipeline.io import atomic_write_json, atomic_write_text
 from device import bench as bench_mod
 from device import deploy as deploy_mod
 from device import evaluate as eval_mod
 from device.fleet import each, group_for, parse_hosts, specs_for
 from device.ssh import (
-    DEFAULT_KNOWN_HOSTS, DEFAULT_REMOTE_ROOT, DEFAULT_USER, BoardSpec, DeviceError, check_remote_root, resolve_password,
+    DEFAULT_KNOWN_HOSTS,
+    DEFAULT_REMOTE_ROOT,
+    DEFAULT_USER,
+    BoardSpec,
+    DeviceError,
+    check_remote_root,
+    resolve_password,
 )
+from pipeline.io import atomic_write_json, atomic_write_text
 
 OUT_DIR = "device"  # under the build folder: build/device/<host>/...
 
@@ -142,7 +148,7 @@ def format_eval(results: Mapping[str, Any]) -> str:
             lines.append(f"{label}: FAILED: {r['error']}")
             continue
         emu = " [EMULATED]" if r.get("EMULATED") else ""
-        fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+        fmt = lambda x: "-" if x is None else f"{x:.4f}"
         lines.append(
             f"{label}: {r['mode']} mode{emu}: {r['n_compared']}/{r['n_inputs']} inputs compared, {r['n_failed']} failed; "
             f"top-1 agreement NPU vs ONNX {fmt(r['agreement'])}; accuracy NPU {fmt(r['npu_accuracy'])} "

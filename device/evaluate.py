@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from fabric import Connection
 
-from pipeline.io import atomic_write_json
 from device.bundle import Bundle, collect_bundle
 from device.deploy import probe
-from device.report import write_report, compute_report
+from device.report import compute_report, write_report
 from device.ssh import ConnectionLost, DeviceError, check_remote_root, run_script, tail
+from pipeline.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from device.bundle import Label
 from pipeline.infer import softmax
 from pipeline.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-
-from device.bundle import Label
 
 N_SLOWEST = 10
 
@@ -115,8 +114,8 @@ def render_text(rep: Mapping[str, Any]) -> str:
         f"  inputs {rep['n_inputs']}   compared {rep['n_compared']}   failed {rep['n_failed']}",
         f"  top-1 agreement NPU vs ONNX: {_fmt(rep['agreement'])}",
         f"  accuracy vs labels: NPU {_fmt(rep['npu_accuracy'])}   ONNX {_fmt(rep['onnx_accuracy'])}",
-        f"  max |dlogit| {_fmt(rep['max_abs_dlogit'], '.5f')} (mean {_fmt(rep['mean_max_abs_dlogit'], '.5f')})   "
-        f"cosine min {_fmt(rep['min_cosine'], '.6f')} (mean {_fmt(rep['mean_cosine'], '.6f')})",
+        (f"  max |dlogit| {_fmt(rep['max_abs_dlogit'], '.5f')} (mean {_fmt(rep['mean_max_abs_dlogit'], '.5f')})   "
+         f"cosine min {_fmt(rep['min_cosine'], '.6f')} (mean {_fmt(rep['mean_cosine'], '.6f')})"),
     ]
     if rep.get("batch_wall_ms") is not None and rep["mode"] == "batch":
         lines.append(f"  batch call wall time: {rep['batch_wall_ms']} ms (per-input times are not available in batch mode)")

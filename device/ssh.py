@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shlex
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def open_connection(conn: Connection) -> Connection:
         ) from None
     except paramiko.AuthenticationException as e:
         raise DeviceError(f"{where}: authentication failed ({e}); check --user and --key / the password") from None
-    except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
+    except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
         raise DeviceError(f"{where}: cannot connect ({type(e).__name__}: {e}); is the board up and sshd listening?") from None
     return conn
 

@@ -10,10 +10,10 @@ import numpy as np
 import paramiko
 import pytest
 
+from device.bench import bench
 from device.bundle import COMPLETE_MARKER, collect_bundle
 from device.deploy import deploy
 from device.evaluate import eval_npu
-from device.bench import bench
 from device.ssh import DeviceError, connect, open_connection
 from tests.device.conftest import board_spec
 

@@ -6,7 +6,6 @@ import re
 import shlex
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 from invoke import Config, MockContext, Result
