@@ -48,12 +48,14 @@ mode=$1 bundle=$2 run=$3 nb=$4 ax=$5 fresh=$6 pull=$7
 shift 7
 model="$bundle/model/compiled.axmodel"
 [ -f "$model" ] || { echo "error: $model not found; run invoke deploy first" >&2; exit 3; }
-[ "$fresh" = 1 ] && rm -rf "$run"
-mkdir -p "$run/output" "$run/logs" || exit 3
-exec 9>>"$run/.lock"
+mkdir -p "$bundle/runs" || exit 3
+# one eval per run dir at a time: a re-run waits for a loop left running by a dropped connection
+exec 9>>"$run.lock"
 if command -v flock >/dev/null 2>&1; then
-  flock -w 600 9 || { echo "error: another eval-npu still holds $run/.lock" >&2; exit 4; }
+  flock -w 600 9 || { echo "error: another eval-npu still holds $run.lock" >&2; exit 4; }
 fi
+if [ "$fresh" = 1 ]; then rm -rf "$run"; fi
+mkdir -p "$run/output" "$run/logs" || exit 3
 rm -rf "$run/tmp"
 find "$run" -maxdepth 1 -name 'pull-*.tar' -mmin +120 -exec rm -f {} + 2>/dev/null
 mkdir -p "$run/tmp" || exit 3

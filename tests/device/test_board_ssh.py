@@ -82,6 +82,11 @@ def test_eval_per_input_runs_one_process_per_input_and_batch_one_call(conn, buil
     again = eval_npu(conn, build, str(remote_root), out, "board", mode="batch")
     assert again["this_call"]["requested"] == 0 and _calls(call_log) == [] and again["n_compared"] == 4
 
+    # --fresh forgets the run on both sides and evaluates everything again
+    fresh = eval_npu(conn, build, str(remote_root), out, "board", mode="batch", fresh=True)
+    assert fresh["this_call"]["requested"] == 4 and fresh["this_call"]["skipped_on_board"] == 0
+    assert len(_calls(call_log)) == 4 and fresh["n_compared"] == 4
+
 
 def test_unknown_host_key_is_refused_without_the_flag(loopback_board, tmp_path):
     empty = tmp_path / "known_hosts"
