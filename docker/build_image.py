@@ -152,8 +152,8 @@ def ensure_base_image(client: Client, ref: str) -> None:
     log.info("base image %s is not local; trying docker pull", ref)
     r = subprocess.run([client.path, "pull", ref], capture_output=True, text=True, check=False)
     if r.returncode != 0:
-        die(f"base image {ref}: not on this machine and `docker pull` failed ({r.stderr.strip().splitlines()[-1:]}); "
-            f"{NO_REGISTRY_FIX}")
+        why = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        die(f"base image {ref}: not on this machine and `docker pull` failed ({why}); {NO_REGISTRY_FIX}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
