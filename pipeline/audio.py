@@ -165,8 +165,8 @@ class WordSpan:
 
 def frame_energy_db(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int, int]:
     """RMS level per frame in dBFS (vectorised); returns (levels, frame_len, hop)."""
-    frame = int(round(FRAME_MS * sample_rate / 1000))
-    hop = int(round(HOP_MS * sample_rate / 1000))
+    frame = round(FRAME_MS * sample_rate / 1000)
+    hop = round(HOP_MS * sample_rate / 1000)
     x = np.asarray(audio, dtype=np.float64)
     if x.size < frame:
         x = np.pad(x, (0, frame - x.size))
@@ -205,7 +205,7 @@ def locate_word(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "
     threshold = max(floor + 0.4 * (peak - floor), peak - 40.0)
     active = level_db > threshold
     # Close gaps shorter than MERGE_GAP_MS.
-    gap_frames = int(round(MERGE_GAP_MS / HOP_MS))
+    gap_frames = round(MERGE_GAP_MS / HOP_MS)
     runs = _runs(active)
     merged: list[list[int]] = []
     for a, b in runs:
@@ -213,7 +213,7 @@ def locate_word(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "
             merged[-1][1] = b
         else:
             merged.append([a, b])
-    min_frames = max(1, int(round(MIN_WORD_MS / HOP_MS)))
+    min_frames = max(1, round(MIN_WORD_MS / HOP_MS))
     sounds = [(a, b) for a, b in merged if b - a >= min_frames] or [tuple(max(merged, key=lambda r: r[1] - r[0]))]
     lin = 10.0 ** (level_db / 10.0)
     energies = [float(lin[a:b].sum()) for a, b in sounds]
@@ -226,7 +226,7 @@ def locate_word(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "
         raise AudioError(f"{name}: {duration_s:.1f} s long with {len(strong)} separate words (at {where}); "
                          "split it into one file per word (each 1.4-4 s, the word with a short pause around it)")
     a, b = sounds[main]
-    collar = int(round(COLLAR_MS * sample_rate / 1000))
+    collar = round(COLLAR_MS * sample_rate / 1000)
     start = max(0, a * hop - collar)
     end = min(x.size, (b - 1) * hop + frame + collar)
     return WordSpan(start=start, end=end, peak_dbfs=peak, floor_dbfs=floor, n_sounds=len(sounds))

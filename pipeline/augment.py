@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -58,7 +57,7 @@ def time_stretch(x: np.ndarray, rate: float) -> np.ndarray:
     exact modulo 2*pi, fully vectorised.
     """
     x = np.asarray(x, dtype=np.float32)
-    out_len = int(round(x.size / rate))
+    out_len = round(x.size / rate)
     if rate == 1.0:
         return x.copy()
     win = _pv_window()
@@ -193,7 +192,7 @@ class Shift:
         return {"shift_ms": shift_ms if fire else 0.0}
 
     def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
-        s = int(round(params["shift_ms"] * sample_rate / 1000))
+        s = round(params["shift_ms"] * sample_rate / 1000)
         if s == 0:
             return x
         y = np.zeros_like(x)
@@ -238,7 +237,7 @@ def pitch_and_tempo(x: np.ndarray, semitones: float, rate: float) -> np.ndarray:
     stretch by rate / r (pitch kept, length * r / rate), then resample to round(len / rate) samples,
     which raises the pitch by r."""
     r = pitch_ratio(semitones) if semitones else 1.0
-    out_len = int(round(x.size / rate))
+    out_len = round(x.size / rate)
     pv_rate = rate / r
     y = time_stretch(x, pv_rate) if pv_rate != 1.0 else np.asarray(x, dtype=np.float32)
     if r != 1.0:
@@ -350,9 +349,3 @@ def snr_db(signal: np.ndarray, noise: np.ndarray) -> float:
     """Measured SNR of a mix's parts, dB."""
     return 10.0 * float(np.log10(power(signal) / max(power(noise), 1e-30)))
 
-
-__all__: Sequence[str] = (
-    "Shift", "Stretch", "Pitch", "Noise", "Reverb", "Gain", "time_stretch", "pitch_and_tempo", "pitch_ratio",
-    "fft_resample",
-    "coloured_noise", "synth_rir", "convolve", "prepare_rir", "protect_clipping", "snr_db", "fit_length",
-)

@@ -268,8 +268,8 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     start, end = p["word"]
     centre = (start + end) // 2
     tempo = float(p["tempo"])
-    shift_samples = int(round(abs(p["shift_ms"]) * SAMPLE_RATE / 1000))
-    half = int(math.ceil((CLIP_SAMPLES // 2 + shift_samples + A.PV_N_FFT) * tempo))
+    shift_samples = round(abs(p["shift_ms"]) * SAMPLE_RATE / 1000)
+    half = math.ceil((CLIP_SAMPLES // 2 + shift_samples + A.PV_N_FFT) * tempo)
     lo, hi = centre - half, centre + half
     seg = x[max(lo, 0): min(hi, x.size)]
     if lo < 0 or hi > x.size:  # word near the edge of the recording: pad with silence
@@ -306,7 +306,7 @@ def _make_chunk(task: tuple[int, int, int, int]) -> list[str]:
 
 
 def class_counts(bank: Bank, per_class: int, fondo_minutes: float) -> dict[str, int]:
-    return {c: (int(round(fondo_minutes * 60)) if c == BACKGROUND_CLASS else per_class) for c in bank.classes}
+    return {c: (round(fondo_minutes * 60) if c == BACKGROUND_CLASS else per_class) for c in bank.classes}
 
 
 def generate(bank: Bank, recipe: Recipe, seed: int, counts: dict[str, int], out_dir: Path, workers: int,

@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from pipeline.audio import AudioError, load_audio, locate_word, read_audio, write_wav
-from tests.conftest import tone_word, write_wav as write_fixture_wav
+from tests.conftest import tone_word
+from tests.conftest import write_wav as write_fixture_wav
 
 torch.set_num_threads(1)
 SR = 16000
