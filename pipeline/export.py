@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import tempfile
 import warnings
 from collections import Counter
@@ -67,8 +68,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         die(f"{path}: checkpoint not found; train first (make train / python -m pipeline.train)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt/foreign file
-        die(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); re-run pipeline.train")
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as e:  # corrupt/foreign file
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        die(f"{path}: not a readable pipeline.train checkpoint ({type(e).__name__}: {first}); re-run pipeline.train")
     if not isinstance(ckpt, dict):
         die(f"{path}: not a pipeline.train checkpoint (a {type(ckpt).__name__}, not a dict); re-run pipeline.train")
     missing = [k for k in CKPT_KEYS if k not in ckpt]
@@ -263,7 +265,7 @@ def parity_stats(ref: np.ndarray, got: np.ndarray, atol: float) -> dict[str, Any
     cosine = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
     top1 = ref.argmax(1) == got.argmax(1)
     max_abs = float(diff.max()) if diff.size else float("nan")
-    n = int(len(ref))
+    n = len(ref)
     return {
         "n": n,
         "max_abs": max_abs,

@@ -67,7 +67,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "ModelConfig":
+    def from_mapping(cls, data: Mapping[str, Any]) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -186,3 +186,11 @@ def test_onnx_model_errors(tmp_path: Path) -> None:
 def test_softmax() -> None:
     p = softmax(np.array([[0.0, 0.0], [1000.0, 0.0]], dtype=np.float32))
     assert np.allclose(p, [[0.5, 0.5], [1.0, 0.0]]) and np.isfinite(p).all()
+
+
+def test_corrupt_checkpoint(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage, not a zip or pickle")
+    assert export(trained[0], bad, tmp_path / "kws.onnx", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: not a readable") and err.count("\n") == 1
