@@ -419,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 })
                 pos_probs.append(probs)
                 pos_labels.append(classes.index(cls))
+            log.info("%s: %d file(s) scored", cls, len(files))
     except AudioError as e:
         raise StageError(str(e)) from e
 
