@@ -68,15 +68,20 @@ def export_toy_onnx(path: Path, input_name: str = "input", output_name: str = "o
     )
     x, y = toy_features(24, seed=seed + 1)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    # Plain SGD with momentum by hand: any torch.optim optimizer imports torch._dynamo (~10 s on a busy machine).
+    params = list(model.parameters())
+    velocity = [torch.zeros_like(param) for param in params]
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(25):
+    for _ in range(30):
         idx = torch.randint(0, len(xt), (16,), generator=gen)
         loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-        opt.zero_grad()
+        model.zero_grad()
         loss.backward()
-        opt.step()
+        with torch.no_grad():
+            for param, v in zip(params, velocity):
+                v.mul_(0.9).add_(param.grad)
+                param.sub_(0.05 * v)
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
