@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
+from pipeline.cli import StageError, die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.io import atomic_write_json
 from pulsar2.checks import check_calibration_archive, check_onnx_against_config, onnx_io
 from pulsar2.schema import validate_config
@@ -41,8 +41,9 @@ def container_path(host_path: Path, build_dir: Path, what: str) -> str:
     try:
         rel = host_path.resolve().relative_to(build_dir.resolve())
     except ValueError:
-        die(f"{host_path}: the {what} must lie inside the build directory {build_dir} (only it is mounted "
-            f"at {CONTAINER_BUILD} in the Pulsar2 container); pass --build so that it contains it")
+        raise StageError(f"{host_path}: the {what} must lie inside the build directory {build_dir} (only it is "
+                         f"mounted at {CONTAINER_BUILD} in the Pulsar2 container); pass --build so that it contains it"
+                         ) from None
     return str(CONTAINER_BUILD.joinpath(*rel.parts))
 
 
@@ -50,8 +51,7 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        die(f"{path}: cannot read the config template ({e}); restore it from git")
-        raise  # unreachable: die raises
+        raise StageError(f"{path}: cannot read the config template ({e}); restore it from git") from None
 
 
 def layer_configs(u16_layers: Sequence[str], node_names: set[str], op_types: set[str], onnx_name: str) -> list[dict[str, Any]]:
