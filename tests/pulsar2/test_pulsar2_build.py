@@ -178,3 +178,29 @@ def test_banner_is_a_closed_box() -> None:
     lines = build.BANNER.splitlines()
     assert len(lines) >= 5 and "PULSAR2 EMULATOR - NOT the Axera compiler" in lines[1]
     assert {len(line) for line in lines} == {78} and all(line.endswith("#") for line in lines)
+
+
+def _make(build_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run only the axmodel rule of the real Makefile (-o: its inputs count as up to date and old)."""
+    b = build_dir
+    old = [f"-o{b}/pulsar2/kws_build_int8_config.json", f"-o{b}/model/kws.onnx", f"-o{b}/calib/calib_kws.tar"]
+    return subprocess.run(["make", "--no-print-directory", f"BUILD={b}", "RUNNER=local", "PYTHON=" + sys.executable,
+                           *old, *extra, f"{b}/pulsar2/output/compiled.axmodel"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_make_with_a_named_missing_image_fails_fast(config_path: Path, build_dir: Path, fake_docker: Path) -> None:
+    r = _make(build_dir, "PULSAR2_IMAGE=pulsar2:0.0-missing")
+    assert r.returncode != 0
+    assert "error: PULSAR2_IMAGE=pulsar2:0.0-missing (from the command line)" in r.stderr
+    assert "invoke pulsar2.load --tarball" in r.stderr and "EMULATOR" in r.stderr
+    assert not (build_dir / "pulsar2" / "output" / "compiled.axmodel").exists()
+    assert [c[0] for c in calls(fake_docker)] == ["image"]
+
+
+def test_make_with_the_default_image_uses_the_emulator(config_path: Path, build_dir: Path, fake_docker: Path) -> None:
+    r = _make(build_dir)
+    assert r.returncode == 0, r.stderr
+    assert "PULSAR2 EMULATOR - NOT the Axera compiler" in r.stdout
+    assert axmodel.is_emulated(build_dir / "pulsar2" / "output" / "compiled.axmodel")
+    assert json.loads((build_dir / "pulsar2" / "output" / "manifest.json").read_text())["emulated"] is True
