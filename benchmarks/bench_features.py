@@ -32,14 +32,14 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
+import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.contract import FeatureContract  # noqa: E402
-from pipeline.features import extract_dataset, load_contract, pad_samples  # noqa: E402
+from pipeline.contract import FeatureContract
+from pipeline.features import extract_dataset, load_contract, pad_samples
 
 
 def synth_dataset(root: Path, n_clips: int, seed: int = 0) -> list[str]:

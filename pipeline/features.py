@@ -218,7 +218,7 @@ class FeatureSet:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, features_dir: str | os.PathLike[str]) -> "FeatureSet":
+    def open(cls, features_dir: str | os.PathLike[str]) -> FeatureSet:
         root = Path(features_dir)
         fix = f"rebuild it: python -m pipeline.features --params pipeline/params/default/features.toml --dataset build/dataset --out {root}"
         man_path = root / "manifest.json"

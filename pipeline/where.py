@@ -194,14 +194,14 @@ def report(build: Path) -> tuple[list[str], int]:
     for rel, fact in ARTIFACTS:
         p = build / rel
         if not p.exists():
-            lines.append(f"  {str(p):<{width}}  {'missing':>9}")
+            lines.append(f"  {p!s:<{width}}  {'missing':>9}")
             continue
         present += 1
         try:
             info = fact(p, build)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, SyntaxError, tarfile.TarError) as e:
             info = f"unreadable ({type(e).__name__}: {e})"
-        lines.append(f"  {str(p):<{width}}  {human_size(size_of(p)):>9}  {info}".rstrip())
+        lines.append(f"  {p!s:<{width}}  {human_size(size_of(p)):>9}  {info}".rstrip())
     return lines, present
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,14 @@ import soundfile as sf
 from pipeline.cli import StageError, run_main
 from pipeline.contract import FeatureContract
 from pipeline.features import FeatureSet, load_contract, logmel, main, read_clip, split_of
-from tests.features.conftest import CLASSES, CLIPS_PER_CLASS, DEFAULT_FEATURES_TOML, make_dataset, run_features, synth_clip
+from tests.features.conftest import (
+    CLASSES,
+    CLIPS_PER_CLASS,
+    DEFAULT_FEATURES_TOML,
+    make_dataset,
+    run_features,
+    synth_clip,
+)
 
 
 def test_cli_writes_packed_features_index_and_manifest(tiny_build: Path) -> None:
@@ -35,7 +41,7 @@ def test_cli_writes_packed_features_index_and_manifest(tiny_build: Path) -> None
         s: 0 for s in ("train", "val", "test") if s not in {r["split"] for r in rows}}
     assert set(man["inputs"]) >= {str(tiny_build / "dataset" / "clips.jsonl")}
     # row 7 is exactly the contract applied to clip 7
-    audio, sr = sf.read(str(tiny_build / "dataset" / rows[7]["path"]), dtype="float32")
+    audio, _sr = sf.read(str(tiny_build / "dataset" / rows[7]["path"]), dtype="float32")
     np.testing.assert_allclose(x[7:8], logmel(audio, contract), rtol=0, atol=1e-6)
 
 
