@@ -115,7 +115,7 @@ $(FEATURES): $(DATASET) $(P)/features.toml pipeline/features.py pipeline/audio.p
 $(CKPT): $(FEATURES) $(P)/train.toml pipeline/train.py pipeline/model.py $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.train --params $(P)/train.toml --features $(<D) --out $(@D)
 
-$(ONNX): $(CKPT) $(FEATURES) $(P)/export.toml pipeline/export.py pipeline/model.py $(COMMON_PY) $(TRAIN_IMAGE)
+$(ONNX): $(CKPT) $(FEATURES) $(P)/export.toml pipeline/export.py pipeline/model.py pipeline/infer.py $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.export --params $(P)/export.toml --ckpt $< --features $(B)/features \
 	    --out $@ --report $(B)/reports/onnx_parity.json
 
@@ -148,7 +148,7 @@ $(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) pulsar2/quant_report.py pulsar2/__init_
 # through the id file, everything downstream of it (docker/README.md).
 BOARD_EMU := $(IMAGES)/board-emulator.id
 .PHONY: images
-images: $(IMAGES)/train.id $(IMAGES)/pulsar2-emulator.id $(BOARD_EMU) ## the three Docker images (ids in $(IMAGES)/)
+images: $(IMAGES)/train.id $(IMAGES)/pulsar2-emulator.id $(BOARD_EMU) ## the three Docker images (image ids in $BUILD/images/*.id)
 
 $(IMAGES)/train.id: docker/train.Dockerfile docker/requirements.lock docker/smoke.py
 	$(PYTHON) docker/build_image.py --name train --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
