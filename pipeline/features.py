@@ -43,6 +43,7 @@ STAGE = "features"
 CONTRACT_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FeatureContract))
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_BATCH_CLIPS = 32
+CHUNK_CLIPS = 32
 
 
 class FeatureError(StageError):
@@ -113,17 +114,20 @@ def logmel(audio: np.ndarray, contract: FeatureContract) -> np.ndarray:
         )
     window, fb = _kernels(contract)
     left, right = pad_samples(contract)
+    out = np.empty((a.shape[0], 1, contract.n_frames, contract.n_mels), np.float32)
     with torch.inference_mode():
-        x = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(a)), (left, right))
-        spec = torch.stft(x, n_fft=contract.n_fft, hop_length=contract.hop_length, win_length=contract.win_length,
-                          window=window, center=False, normalized=False, onesided=True, return_complex=True)
-        power = spec.real.square() + spec.imag.square()  # (n, freqs, frames)
-        mel = torch.einsum("nft,fm->ntm", power, fb)  # (n, frames, mels)
-        z = (10.0 * torch.log10(torch.clamp(mel, min=contract.power_floor)) - contract.norm_mean_db) / contract.norm_std_db
-        out = z.unsqueeze(1).numpy()
-    if out.shape[2] != contract.n_frames:
-        raise ContractMismatch(f"extraction gave {out.shape[2]} frames, the contract says {contract.n_frames}")
-    return np.ascontiguousarray(out, dtype=np.float32)
+        # Chunks of CHUNK_CLIPS keep the complex spectrogram in cache: large batches measured up to 2x slower.
+        for s in range(0, a.shape[0], CHUNK_CLIPS):
+            x = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(a[s : s + CHUNK_CLIPS])), (left, right))
+            spec = torch.stft(x, n_fft=contract.n_fft, hop_length=contract.hop_length, win_length=contract.win_length,
+                              window=window, center=False, normalized=False, onesided=True, return_complex=True)
+            if spec.shape[-1] != contract.n_frames:
+                raise ContractMismatch(f"extraction gave {spec.shape[-1]} frames, the contract says {contract.n_frames}")
+            power = spec.real.square() + spec.imag.square()  # (n, freqs, frames)
+            mel = torch.einsum("nft,fm->ntm", power, fb)  # (n, frames, mels)
+            db = 10.0 * torch.log10(torch.clamp(mel, min=contract.power_floor))
+            out[s : s + CHUNK_CLIPS, 0] = ((db - contract.norm_mean_db) / contract.norm_std_db).numpy()
+    return out
 
 
 def loudest_window(audio: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
@@ -206,7 +210,7 @@ def split_of(clip_path: str, val_fraction: float, test_fraction: float) -> str:
 # ---- the packed feature set -------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class FeatureSet:
     """A features folder: ``x`` memmap (N, 1, n_frames, n_mels), ``rows`` (index.jsonl), classes and contract."""
 
