@@ -90,13 +90,20 @@ def fact_features_manifest(p: Path, b: Path) -> str:
 
 
 def fact_metrics(p: Path, b: Path) -> str:
+    return _scalars(_json(p), ["test_accuracy", "macro_f1", "n_test", "best_epoch"], limit=4)
+
+
+def fact_parity(p: Path, b: Path) -> str:
     m = _json(p)
-    flat = dict(m)
-    for k, v in m.items():
-        if isinstance(v, dict):
-            flat.update({f"{k}.{kk}": vv for kk, vv in v.items() if not isinstance(vv, (dict, list))})
-    acc = [k for k, v in flat.items() if "acc" in k.lower() and isinstance(v, (int, float))]
-    return _scalars(flat, acc + ["best_epoch", "epochs_run"]) or _scalars(m, [])
+    verdict = {True: "PASS", False: "FAIL"}.get(m.get("pass"), "")
+    return ", ".join(x for x in [verdict, _scalars(m, ["n", "max_abs", "top1_agreement"])] if x)
+
+
+def fact_quant(p: Path, b: Path) -> str:
+    m = _json(p)
+    overall = (m.get("result") or {}).get("overall") or {}
+    head = ("EMULATED, " if m.get("emulated") else "") + str(m.get("status", ""))
+    return ", ".join(x for x in [head, _scalars(overall, ["n", "top1_agreement", "mean_cosine"])] if x)
 
 
 def fact_csv_rows(what: str) -> Fact:
@@ -137,8 +144,10 @@ def fact_axmodel(p: Path, b: Path) -> str:
 
 def fact_p2_manifest(p: Path, b: Path) -> str:
     m = _json(p)
-    emu = m.get("emulated", m.get("EMULATED"))
-    return ("EMULATED, " if emu else "") + _scalars(m, ["compiler_version", "compiler", "image"], limit=2)
+    comp = m.get("compiler")
+    comp = f"{comp.get('name', '')} {comp.get('version', '')}".strip() if isinstance(comp, dict) else comp
+    parts = ["EMULATED" if m.get("emulated", m.get("EMULATED")) else "real", f"compiler {comp}" if comp else ""]
+    return ", ".join(x for x in parts if x)
 
 
 def fact_none(p: Path, b: Path) -> str:
@@ -158,7 +167,7 @@ ARTIFACTS: list[tuple[str, Fact]] = [
     ("model/confusion.txt", fact_none),
     ("model/confusion.png", fact_none),
     ("model/kws.onnx", fact_none),
-    ("reports/onnx_parity.json", fact_generic("passed", "n", "max_abs_diff", "top1_agreement")),
+    ("reports/onnx_parity.json", fact_parity),
     ("calib/calib_kws.tar", fact_tar),
     ("calib/manifest.json", fact_generic("count", "class_counts")),
     ("npu_inputs/input", fact_inputs),
@@ -169,7 +178,7 @@ ARTIFACTS: list[tuple[str, Fact]] = [
     ("pulsar2/output/compiled.axmodel", fact_axmodel),
     ("pulsar2/output/build.log", fact_lines("lines")),
     ("pulsar2/output/manifest.json", fact_p2_manifest),
-    ("reports/quant_report.json", fact_generic("emulated", "top1_agreement", "n", "passed")),
+    ("reports/quant_report.json", fact_quant),
 ]
 
 

@@ -125,3 +125,22 @@ def test_npu_inputs_refuses_a_missing_features_folder(tmp_path: Path) -> None:
     with pytest.raises(StageError, match="manifest.json: not found"):
         npu_inputs.main(["--features", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("stage", ["features", "calib", "npu_inputs"])
+def test_params_schemas_declare_every_preset_key(stage: str, tmp_path: Path) -> None:
+    import tomllib
+
+    from pipeline.cli import load_params
+
+    schema = json.loads((ROOT / "schemas" / "params" / f"{stage}.schema.json").read_text())
+    assert schema["$schema"].endswith("2020-12/schema") and schema["additionalProperties"] is False
+    assert all(p.get("description") for p in schema["properties"].values())
+    for preset in ("default", "smoke"):
+        toml = ROOT / "pipeline" / "params" / preset / f"{stage}.toml"
+        assert set(tomllib.loads(toml.read_text())) <= set(schema["properties"]), toml
+        load_params(toml, stage)
+    bad = tmp_path / f"{stage}.toml"
+    bad.write_text((ROOT / "pipeline" / "params" / "default" / f"{stage}.toml").read_text() + "typo_key = 1\n")
+    with pytest.raises(StageError, match="typo_key"):
+        load_params(bad, stage)

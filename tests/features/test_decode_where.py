@@ -97,7 +97,15 @@ def test_where_lists_present_and_missing(tiny_build: Path, tmp_path: Path) -> No
                                       str(build / "features"), "--out", str(build / "npu_inputs"), "--limit", "5"]) == 0
     (build / "pulsar2" / "output").mkdir(parents=True)
     (build / "pulsar2" / "output" / "compiled.axmodel").write_bytes(b"EMU")
-    (build / "pulsar2" / "output" / "manifest.json").write_text(json.dumps({"emulated": True, "compiler": "pulsar2-emulator 0.1"}))
+    (build / "pulsar2" / "output" / "manifest.json").write_text(
+        json.dumps({"emulated": True, "compiler": {"name": "pulsar2-emulator", "version": "0.1"}}))
+    (build / "model").mkdir()
+    (build / "model" / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9375, "macro_f1": 0.93, "n_test": 48}))
+    (build / "reports").mkdir()
+    (build / "reports" / "onnx_parity.json").write_text(
+        json.dumps({"n": 100, "max_abs": 2.5e-06, "top1_agreement": 1.0, "pass": True}))
+    (build / "reports" / "quant_report.json").write_text(json.dumps(
+        {"emulated": True, "status": "met", "result": {"overall": {"n": 53, "top1_agreement": 1.0, "mean_cosine": 0.9991}}}))
     # run as the Makefile does, in a fresh interpreter that must not need torch/numpy: block them
     code = ("import sys; sys.modules['torch'] = sys.modules['numpy'] = None; "
             "import runpy; sys.argv = ['where', '--build', sys.argv[1]]; runpy.run_module('pipeline.where', run_name='__main__')")
@@ -112,6 +120,12 @@ def test_where_lists_present_and_missing(tiny_build: Path, tmp_path: Path) -> No
     assert lines[str(build / "model" / "kws.onnx")].rstrip().endswith("missing")
     assert "EMULATED" in lines[str(build / "pulsar2" / "output" / "compiled.axmodel")]
     assert "EMULATOR" in r.stdout
+    assert "test_accuracy=0.9375" in lines[str(build / "model" / "metrics.json")]
+    assert "PASS, n=100, max_abs=2.5e-06" in lines[str(build / "reports" / "onnx_parity.json")]
+    assert "EMULATED, met, n=53, top1_agreement=1" in lines[str(build / "reports" / "quant_report.json")]
+    assert "EMULATED, compiler pulsar2-emulator 0.1" in lines[str(build / "pulsar2" / "output" / "manifest.json")]
+    (build / "reports" / "onnx_parity.json").write_text("{not json")
+    assert "unreadable" in "\n".join(where.report(build)[0])
     (build / "npu_inputs" / "list.txt").write_bytes(b"0\r\n1\r\n")
     text = "\n".join(where.report(build)[0])
     assert "CR FOUND" in text
@@ -131,3 +145,23 @@ def test_where_out_writes_the_listing(tmp_path: Path, capsys: pytest.CaptureFixt
     printed = capsys.readouterr().out
     assert out.read_text() == printed and printed.startswith(f"artifacts (0 of {len(where.ARTIFACTS)} present)")
     assert printed.count("missing") == len(where.ARTIFACTS)
+
+
+def test_decode_classes_from_onnx_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8])])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"classes": json.dumps(EIGHT)})
+    onnx_path = tmp_path / "kws.onnx"
+    onnx.save(model, str(onnx_path))
+    out = write_outputs(tmp_path / "output", [[0, 0, 0, 0, 0, 0, 4.0, 0]])
+    assert run_main(decode.main, [str(out), "--onnx", str(onnx_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["0", "REPETIR"]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(helper.make_model(graph), str(bare))
+    assert run_main(decode.main, [str(out), "--onnx", str(bare)]) == 2
+    assert "no 'classes' in the ONNX metadata" in capsys.readouterr().err
