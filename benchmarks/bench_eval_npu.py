@@ -18,6 +18,7 @@ on a number. Traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -67,20 +68,34 @@ def main() -> int:
             root = str(tmp / "remote root")
             deploy(conn, build, root)
             model = f"{root}/{bundle.bundle_id}/model/compiled.axmodel"
-            t0 = time.perf_counter()
-            r = run_script(conn, BASELINE, [str(bin_dir / "ax_run_model"), model, f"{root}/{bundle.bundle_id}/input/",
-                                            str(tmp / "baseline"), *ids], "baseline")
-            base_s = time.perf_counter() - t0
-            assert r.exited == 0, r.stderr
+
+            def baseline(tag: str) -> float:
+                t0 = time.perf_counter()
+                r = run_script(conn, BASELINE, [str(bin_dir / "ax_run_model"), model, f"{root}/{bundle.bundle_id}/input/",
+                                                str(tmp / f"baseline-{tag}"), *ids], "baseline")
+                if r.exited != 0:
+                    raise SystemExit(f"baseline loop failed: {r.stderr}")
+                return time.perf_counter() - t0
+
+            # baseline before AND after eval-npu: the machine is shared, so load drifts between phases
+            load = [os.getloadavg()[0]]
+            base_before = baseline("before")
+            load.append(os.getloadavg()[0])
             t0 = time.perf_counter()
             rep = eval_npu(conn, build, root, tmp / "device", spec.label, mode="per-input", limit=args.n, fresh=True)
             eval_s = time.perf_counter() - t0
+            load.append(os.getloadavg()[0])
+            base_after = baseline("after")
+            load.append(os.getloadavg()[0])
+            base_s = (base_before + base_after) / 2
             conn.close()
         finally:
             board.stop()
         n = len(ids)
         print(f"inputs: {n} ({'tiny generated model' if not args.build else build}); board: EMULATOR on 127.0.0.1")
-        print(f"baseline  {n} x one ax_run_model run (one SSH command): {base_s:8.2f} s  ({1e3 * base_s / n:.0f} ms/input)")
+        print(f"1-min load average at the phase boundaries: {', '.join(f'{x:.1f}' for x in load)} (2 cores)")
+        print(f"baseline  {n} x one ax_run_model run (one SSH command): before {base_before:.2f} s, after "
+              f"{base_after:.2f} s, mean {base_s:8.2f} s  ({1e3 * base_s / n:.0f} ms/input)")
         print(f"eval-npu  per-input, fresh, incl. pull + ONNX + report:  {eval_s:8.2f} s  "
               f"(agreement {rep['agreement']}, compared {rep['n_compared']}, failed {rep['n_failed']})")
         sec = rep["this_call"]["seconds"]

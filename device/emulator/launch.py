@@ -55,6 +55,7 @@ class LoopbackBoard:
     known_hosts: Path
     keys: dict[str, Path]
     container: str | None = None
+    proc: subprocess.Popen | None = dataclasses.field(default=None, repr=False)  # set when this process started sshd
 
     def client_key(self, name: str = "board") -> Path:
         return self.keys[name]
@@ -62,9 +63,17 @@ class LoopbackBoard:
     def stop(self) -> None:
         if self.container:
             subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
+        elif self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)  # reap it: no zombie left in a long-lived test process
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         elif self.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
+            _reap(self.pid)
         (self.state_dir / "endpoint.json").unlink(missing_ok=True)
 
     def session_pids(self) -> list[int]:
@@ -87,6 +96,20 @@ class LoopbackBoard:
             f"--known-hosts {shlex.quote(str(self.known_hosts))}"
             + ("" if self.container else f" --remote-root {shlex.quote(str(self.state_dir / 'remote'))}")
         )
+
+
+def _reap(pid: int, timeout_s: float = 5.0) -> None:
+    """Wait for ``pid`` to go away; reap it if it is our child (else it belongs to init once we exit)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            if not Path(f"/proc/{pid}").exists():
+                return
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -173,8 +196,13 @@ def start_local_sshd(
     log_file = state_dir / "sshd.log"
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
                             stderr=log_file.open("ab"), start_new_session=True)
-    _wait_port(port, proc, timeout_s, log_file)
-    board = LoopbackBoard(state_dir, port, proc.pid, _write_known_hosts(state_dir, host_key, port), keys)
+    try:
+        _wait_port(port, proc, timeout_s, log_file)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    board = LoopbackBoard(state_dir, port, proc.pid, _write_known_hosts(state_dir, host_key, port), keys, proc=proc)
     (state_dir / "endpoint.json").write_text(json.dumps({"port": port, "pid": proc.pid, "container": None}) + "\n")
     return board
 

@@ -146,3 +146,31 @@ def test_bench_parses_the_printout(conn, build, remote_root):
     assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["min_ms"] <= r["avg_ms"] <= r["max_ms"]
     assert set(r["percentiles_raw_ms"]) == {"p5", "p90", "p95", "p99"}
     assert "EMULATOR" in r["tool_version"]
+
+
+def test_board_emulator_task_falls_back_to_a_local_sshd_and_prints_working_options(tmp_path, capsys):
+    from invoke import MockContext, Result
+
+    from device import tasks as board_tasks
+    from device.emulator.launch import free_port
+    from device.ssh import BoardSpec
+
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("sshd not found: apt-get install openssh-server (CI installs it)")
+    port = free_port()
+    no_docker = MockContext(run={"docker info --format '{{.ServerVersion}}'": Result(exited=1)})
+    state = tmp_path / "emu"
+    board_tasks.emulator(no_docker, port=port, state=str(state))
+    try:
+        printed = capsys.readouterr().out
+        assert "local sshd pid" in printed and f"127.0.0.1:{port}" in printed
+        assert f"--key {state / 'id_board'}" in printed and f"--remote-root {state / 'remote'}" in printed
+        spec = BoardSpec("127.0.0.1", port, key_filename=str(state / "id_board"), known_hosts=str(state / "known_hosts"))
+        c = open_connection(connect(spec))
+        out = c.run("ax_run_model --help", hide=True, in_stream=False).stdout
+        c.close()
+        assert "EMULATOR" in out
+    finally:
+        board_tasks.emulator(no_docker, stop=True, state=str(state))
+    assert "stopped" in capsys.readouterr().out
+    assert not (state / "endpoint.json").exists()
