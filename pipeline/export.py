@@ -38,6 +38,7 @@ from pipeline.cli import die, parse_stage_args, run_main, setup_logging, stage_p
 from pipeline.contract import ContractMismatch, FeatureContract
 from pipeline.io import atomic_write_json, sha256_bytes
 from pipeline.provenance import manifest
+from pipeline.train import prefer_passive_openmp
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parity_samples < 1 or args.parity_atol < 0 or args.opset < 13:
         die(f"{args.params or 'command line'}: need parity_samples >= 1, parity_atol >= 0, opset >= 13")
 
+    prefer_passive_openmp()
     import onnx
     import torch
 
