@@ -23,6 +23,7 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -86,7 +87,9 @@ def _started(_: int) -> int:
     return os.getpid()
 
 
-def _baseline_chunk(task: tuple[str, int, int, str]) -> int:
+def _baseline_chunk(task: tuple[str, int, int, str]) -> tuple[int, float]:
+    """Make clips [start, stop) of one class; returns (clips, CPU seconds this took in the worker)."""
+    cpu0 = time.process_time()
     cls, start, stop, out = task
     group = _B["seeds"][cls]
     for i in range(start, stop):
@@ -103,17 +106,19 @@ def _baseline_chunk(task: tuple[str, int, int, str]) -> int:
             y = _B["post"](y, SR)
         y = np.clip(y, -1.0, 1.0)
         sf.write(f"{out}/{cls}/{cls.lower()}_{i:05d}.wav", y, SR, subtype="PCM_16")
-    return stop - start
+    return stop - start, time.process_time() - cpu0
 
 
-def run_baseline(seeds: Path, out: Path, counts: dict[str, int], workers: int, method: str, ir_dir: Path) -> float:
+def run_baseline(seeds: Path, out: Path, counts: dict[str, int], workers: int, method: str,
+                 ir_dir: Path) -> tuple[float, float]:
+    """Returns (wall seconds, CPU seconds) of the clip work, start-up and warm-up excluded."""
     for c in counts:
         (out / c).mkdir(parents=True, exist_ok=True)
     tasks = [(c, a, min(a + CHUNK, n), str(out)) for c, n in counts.items() for a in range(0, n, CHUNK)]
     if workers <= 1:
         _baseline_init(str(seeds), str(ir_dir), method, 0)
         t0 = time.perf_counter()
-        done = sum(_baseline_chunk(t) for t in tasks)
+        results = [_baseline_chunk(t) for t in tasks]
         elapsed = time.perf_counter() - t0
     else:
         ctx = multiprocessing.get_context("spawn")
@@ -121,22 +126,29 @@ def run_baseline(seeds: Path, out: Path, counts: dict[str, int], workers: int, m
                                                     initargs=(str(seeds), str(ir_dir), method, 0)) as ex:
             pids = set(ex.map(_started, range(4 * workers)))  # start-up and warm-up are NOT timed
             t0 = time.perf_counter()
-            done = sum(ex.map(_baseline_chunk, tasks))
+            results = list(ex.map(_baseline_chunk, tasks))
             elapsed = time.perf_counter() - t0
         print(f"baseline ran in {len(pids)} worker process(es)")
-    assert done == sum(counts.values())
-    return elapsed
+    assert sum(n for n, _ in results) == sum(counts.values())
+    return elapsed, sum(c for _, c in results)
 
 
-def run_ours(seeds: Path, out: Path, per_class: int, fondo_clips: int, workers: int) -> float:
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its reaped children (worker processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_ours(seeds: Path, out: Path, per_class: int, fondo_clips: int, workers: int) -> tuple[float, float]:
+    """Returns (wall seconds, CPU seconds) of the whole stage: seeds, workers' start-up, clips, manifest."""
     argv = ["--params", str(ROOT / "pipeline/params/default/dataset.toml"), "--seeds", str(seeds), "--out", str(out),
             "--per-class", str(per_class), "--fondo-minutes", repr(fondo_clips / 60), "--workers", str(workers),
             "--no-progress"]
-    t0 = time.perf_counter()
+    cpu0, t0 = _cpu_s(), time.perf_counter()
     rc = dataset.main(argv)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     assert rc == 0
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> int:
@@ -170,16 +182,19 @@ def main() -> int:
         print(f"seeds {args.seeds}: {len(classes)} classes, {total} clips per side "
               f"({args.per_class}/keyword class, {args.fondo_clips} FONDO), {args.workers} worker process(es), "
               f"{os.cpu_count()} CPU(s)")
-        t_ours = run_ours(args.seeds, work / "ours", args.per_class, args.fondo_clips, args.workers)
-        t_base = run_baseline(args.seeds, work / "baseline", counts, args.workers, args.method, ir_dir)
+        t_ours, c_ours = run_ours(args.seeds, work / "ours", args.per_class, args.fondo_clips, args.workers)
+        t_base, c_base = run_baseline(args.seeds, work / "baseline", counts, args.workers, args.method, ir_dir)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    ours, base = total / t_ours, total / t_base
-    print(f"pipeline.dataset            : {ours:8.1f} clips/s  ({t_ours:.1f} s)")
-    print(f"audiomentations {audiomentations.__version__:<12}: {base:8.1f} clips/s  ({t_base:.1f} s, "
-          f"TimeStretch/PitchShift method={args.method})")
-    print(f"ratio ours / audiomentations: {ours / base:.2f}x (target >= 5x)")
+    name = f"audiomentations {audiomentations.__version__}"
+    print(f"{'':28s} {'clips/s (wall)':>15s} {'clips/CPU-s':>12s}   wall s   CPU s")
+    print(f"{'pipeline.dataset':28s} {total / t_ours:15.1f} {total / c_ours:12.1f} {t_ours:8.1f} {c_ours:7.1f}")
+    print(f"{name:28s} {total / t_base:15.1f} {total / c_base:12.1f} {t_base:8.1f} {c_base:7.1f}"
+          f"   (method={args.method})")
+    print(f"ratio ours / audiomentations: {t_base / t_ours:.2f}x wall, {c_base / c_ours:.2f}x CPU (target >= 5x)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s) "
+          "(wall-clock figures are only meaningful on an otherwise idle machine)")
     return 0
 
 

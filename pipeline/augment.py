@@ -7,9 +7,10 @@ manifest line alone. Everything is vectorised numpy on float32 (no per-sample Py
 
 - ``Shift``: move the signal in time (zero fill), ``shift_ms``.
 - ``Stretch``: tempo change without pitch change (phase vocoder), ``rate`` > 1 is faster.
-- ``Pitch``: pitch shift without tempo change: phase vocoder by 1/r, then band-limited FFT resampling
-  back to the original length (r = 2^(semitones/12), semitones quantised to 0.05). One rfft/irfft
-  whatever the ratio (torchaudio's pitch_shift with arbitrary float steps costs seconds per clip).
+- ``Pitch``: pitch shift without tempo change, in the same phase-vocoder pass: each synthesis frame is
+  resampled in the frequency domain from 512 to m samples (r = 512 / m, m a multiple of 4, so the
+  drawn semitones are quantised to about 0.14). No whole-signal resampler (torchaudio's pitch_shift with arbitrary float
+  steps costs seconds per clip).
 - ``Noise``: mix noise at an SNR from a list: FONDO seed audio at a drawn offset, or synthetic
   white/pink/brown noise from a drawn seed.
 - ``Reverb``: convolve with a room impulse response: one of the given RIRs, or a synthesised one
@@ -35,7 +36,6 @@ Params = dict[str, Any]
 # Phase vocoder analysis: 32 ms Hann window, 75 % overlap at 16 kHz.
 PV_N_FFT = 512
 PV_HOP = 128
-PITCH_STEP_SEMITONES = 0.05
 NOISE_COLOURS = ("white", "pink", "brown")
 RT60_RANGE_S = (0.2, 0.8)  # small rooms to living rooms / offices
 DRR_RANGE_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio
@@ -46,81 +46,126 @@ PREDELAY_RANGE_MS = (2.0, 12.0)  # direct path to first reflections
 
 
 @functools.cache
-def _pv_window() -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(PV_N_FFT) / PV_N_FFT)).astype(np.float32)
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window of length n (float32)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
 
 
-def time_stretch(x: np.ndarray, rate: float) -> np.ndarray:
-    """Phase-vocoder tempo change: output length round(len(x) / rate), pitch unchanged.
+def pitch_frame_length(semitones: float) -> int:
+    """Synthesis frame length m for a pitch shift: each 512-sample frame is resampled to m samples,
+    so the realised frequency ratio is 512 / m. m is a multiple of 4 so the output hop m / 4 is a whole
+    number of samples (steps of about 0.14 semitones near 0)."""
+    return 4 * round(PV_N_FFT / 4 / 2.0 ** (semitones / 12.0))
 
-    Phase is accumulated with unit phasors (cumulative product) instead of angles: no arctan/exp,
-    exact modulo 2*pi, fully vectorised.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    out_len = round(x.size / rate)
-    if rate == 1.0:
-        return x.copy()
-    win = _pv_window()
-    half = PV_N_FFT // 2
-    xp = np.pad(x, (half, half + PV_HOP))
-    frames = sliding_window_view(xp, PV_N_FFT)[::PV_HOP] * win
-    spec = np.fft.rfft(frames, axis=1).astype(np.complex64)
-    n_in = spec.shape[0]
-    steps = np.arange(0.0, n_in - 1, rate)
-    i = steps.astype(np.int64)
-    a = (steps - i).astype(np.float32)[:, None]
-    mag = np.abs(spec)
-    out_mag = (1.0 - a) * mag[i] + a * mag[i + 1]
-    tiny = np.float32(1e-12)
-    u = spec[i + 1] * np.conj(spec[i])
-    au = np.abs(u)
-    u = np.where(au > tiny, u / np.maximum(au, tiny), np.complex64(1))
-    p0 = np.where(mag[0] > tiny, spec[0] / np.maximum(mag[0], tiny), np.complex64(1))
-    phasor = np.cumprod(np.concatenate([p0[None], u[:-1]]), axis=0)
-    phasor /= np.maximum(np.abs(phasor), tiny)
-    y_frames = np.fft.irfft(out_mag * phasor, PV_N_FFT, axis=1).astype(np.float32) * win
-    n = y_frames.shape[0]
-    k = PV_N_FFT // PV_HOP
-    out = np.zeros((n + k - 1) * PV_HOP, dtype=np.float32)
-    wsum = np.zeros_like(out)
-    w2 = win * win
-    for j in range(k):  # k = 4 shifted block sums: overlap-add without a per-frame loop
-        out[j * PV_HOP: j * PV_HOP + n * PV_HOP] += y_frames[:, j * PV_HOP:(j + 1) * PV_HOP].reshape(-1)
-        wsum[j * PV_HOP: j * PV_HOP + n * PV_HOP] += np.tile(w2[j * PV_HOP:(j + 1) * PV_HOP], n)
-    out /= np.maximum(wsum, np.float32(1e-3))
-    y = out[half: half + out_len]
-    return np.pad(y, (0, out_len - y.size)) if y.size < out_len else y
+
+def realised_semitones(semitones: float) -> float:
+    """The pitch shift actually applied for a requested one (quantised to a whole frame length)."""
+    return round(12.0 * float(np.log2(PV_N_FFT / pitch_frame_length(semitones))), 4)
 
 
 def pitch_ratio(semitones: float) -> float:
-    """Frequency ratio of a pitch shift of ``semitones``."""
-    return float(2.0 ** (semitones / 12.0))
+    """Frequency ratio applied for a pitch shift of ``semitones``."""
+    return PV_N_FFT / pitch_frame_length(semitones)
 
 
-def fft_resample(x: np.ndarray, n_out: int) -> np.ndarray:
-    """Band-limited resampling to ``n_out`` samples by cropping / zero-padding the spectrum.
+@dataclasses.dataclass(frozen=True)
+class Spectra:
+    """Analysis STFT of a signal (512-sample Hann frames every 128 samples, frame k centred on sample
+    128 k), stored as magnitudes and unit phasors so many phase-vocoder passes can reuse it."""
 
-    Exact for band-limited periodic signals; the first and last 64 samples are faded first so the
-    implied wrap-around adds no ringing (callers keep margins outside the part they use)."""
+    mag: np.ndarray  # (n_frames, 257) float32
+    phasor: np.ndarray  # (n_frames, 257) complex64, |.| = 1 (1 where the bin is silent)
+    step: np.ndarray  # (n_frames - 1, 257) complex64: phase advance from frame k to k + 1, phasor[k+1] / phasor[k]
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.mag.shape[0])
+
+
+def analyse(x: np.ndarray) -> Spectra:
+    half = PV_N_FFT // 2
+    xp = np.pad(np.asarray(x, dtype=np.float64), (half, half + PV_HOP))
+    # float64 frames: numpy's pocketfft is several times slower on float32 input here
+    frames = sliding_window_view(xp, PV_N_FFT)[::PV_HOP] * _hann(PV_N_FFT).astype(np.float64)
+    spec = np.fft.rfft(frames, axis=1)
+    mag = np.abs(spec)
+    tiny = 1e-12
+    phasor = np.where(mag > tiny, spec / np.maximum(mag, tiny), 1.0)
+    step = phasor[1:] * np.conj(phasor[:-1])
+    return Spectra(mag.astype(np.float32), phasor.astype(np.complex64), step.astype(np.complex64))
+
+
+@functools.cache
+def _ola_edges(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of squared synthesis windows over the first and last 3 hops of an overlap-add at hop m/4
+    (in between it is exactly 3/2 for a periodic Hann window)."""
+    h = m // 4
+    b = (_hann(m) ** 2).reshape(4, h)
+    head = np.concatenate([b[0], b[0] + b[1], b[0] + b[1] + b[2]])
+    tail = np.concatenate([b[1] + b[2] + b[3], b[2] + b[3], b[3]])
+    return head.astype(np.float32), tail.astype(np.float32)
+
+
+def synthesise(sp: Spectra, start: float, rate: float, semitones: float, out_len: int) -> np.ndarray:
+    """Phase-vocoder synthesis from precomputed spectra: ``out_len`` samples whose sample 0 is input
+    sample ``start`` (may be fractional), tempo changed by ``rate`` (> 1 faster), pitch by ``semitones``.
+
+    Frames are read at fractional positions ``rate / r`` apart (magnitudes interpolated; phase accumulated
+    as a cumulative product of unit phasors: exact modulo 2*pi, no arctan/exp). The pitch shift by
+    r = 512 / m resamples every synthesis frame to m samples in the frequency domain (band-limited:
+    spectrum truncated / zero-padded); frames are overlap-added at hop m / 4. Batched over frames.
+    """
+    m = pitch_frame_length(semitones)
+    r = PV_N_FFT / m
+    hop_out = m // 4
+    n_out = -(-(out_len + m) // hop_out) + 1
+    steps = start / PV_HOP + np.arange(n_out) * (rate / r)
+    steps = steps[(steps >= 0) & (steps < sp.n_frames - 1)]
+    if steps.size < 2:
+        return np.zeros(out_len, dtype=np.float32)
+    lead = round((start / PV_HOP - steps[0]) * (-r / rate))  # output frames skipped before the input starts
+    i = steps.astype(np.int64)
+    a = (steps - i).astype(np.float32)[:, None]
+    phasor = np.cumprod(np.concatenate([sp.phasor[i[0]][None], sp.step[i[:-1]]]), axis=0)
+    k_out = m // 2 + 1
+    k_in = min(k_out, sp.mag.shape[1])
+    mag = (1.0 - a) * sp.mag[i, :k_in] + a * sp.mag[i + 1, :k_in]
+    spec = mag * phasor[:, :k_in]
+    if k_out > k_in:
+        spec = np.pad(spec, ((0, 0), (0, k_out - k_in)))
+    swin = _hann(m)
+    y_frames = np.fft.irfft(spec, m, axis=1).astype(np.float32) * (swin * np.float32(m / PV_N_FFT))
+    n = y_frames.shape[0]
+    # overlap-add at hop m/4: 4 shifted block sums instead of a per-frame loop
+    out = np.zeros((n + 3) * hop_out, dtype=np.float32)
+    for q in range(4):
+        out[q * hop_out: q * hop_out + n * hop_out] += y_frames[:, q * hop_out:(q + 1) * hop_out].reshape(-1)
+    y = out * np.float32(2.0 / 3.0)
+    if n >= 3:
+        head, tail = _ola_edges(m)
+        y[: head.size] = out[: head.size] / np.maximum(head, np.float32(1e-3))
+        y[-tail.size:] = out[-tail.size:] / np.maximum(tail, np.float32(1e-3))
+    # frame 0 (output time `lead` frames) is centred on out[m // 2]
+    first = m // 2 - lead * hop_out
+    y = y[max(first, 0): first + out_len]
+    if first < 0:
+        y = np.concatenate([np.zeros(-first, dtype=np.float32), y])[:out_len]
+    return np.pad(y, (0, out_len - y.size)) if y.size < out_len else y
+
+
+def phase_vocoder(x: np.ndarray, rate: float, semitones: float = 0.0) -> np.ndarray:
+    """Tempo change by ``rate`` (> 1 faster) and pitch shift by ``semitones`` in ONE phase-vocoder pass;
+    round(len(x) / rate) samples."""
     x = np.asarray(x, dtype=np.float32)
-    n = x.size
-    if n_out == n:
-        return x
-    fade = min(64, n // 4)
-    if fade:
-        ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade)).astype(np.float32)
-        x = x.copy()
-        x[:fade] *= ramp
-        x[n - fade:] *= ramp[::-1]
-    spec = np.fft.rfft(x)
-    k = n_out // 2 + 1
-    if k <= spec.size:
-        spec = spec[:k].copy()
-        if n_out % 2 == 0:  # the new Nyquist bin must be real
-            spec[-1] = spec[-1].real
-    else:
-        spec = np.pad(spec, (0, k - spec.size))
-    return (np.fft.irfft(spec, n_out) * (n_out / n)).astype(np.float32)
+    out_len = round(x.size / rate)
+    if rate == 1.0 and pitch_frame_length(semitones) == PV_N_FFT:
+        return x.copy()
+    return synthesise(analyse(x), 0.0, rate, semitones, out_len)
+
+
+def time_stretch(x: np.ndarray, rate: float) -> np.ndarray:
+    """Tempo change without pitch change: round(len(x) / rate) samples."""
+    return phase_vocoder(x, rate, 0.0)
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
@@ -129,7 +174,9 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def power(x: np.ndarray) -> float:
-    return float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
+    """Mean square (a dot product: no temporary array)."""
+    x = np.asarray(x)
+    return float(np.dot(x, x)) / x.size if x.size else 0.0
 
 
 def coloured_noise(n: int, colour: str, seed: int) -> np.ndarray:
@@ -155,21 +202,38 @@ def synth_rir(rt60_s: float, drr_db: float, predelay_ms: float, seed: int, sampl
     rng = np.random.default_rng(seed)
     n_tail = int(rt60_s * sample_rate)
     pre = int(predelay_ms * sample_rate / 1000)
-    t = np.arange(n_tail) / sample_rate
-    tail = rng.standard_normal(n_tail) * np.exp(-6.907755 * t / rt60_s)  # ln(1000): 60 dB amplitude decay
-    tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / max(np.sum(tail * tail), 1e-12))
-    h = np.zeros(pre + n_tail, dtype=np.float64)
+    decay = np.float32(-6.907755 / (rt60_s * sample_rate))  # ln(1000): 60 dB amplitude decay over rt60_s
+    tail = rng.standard_normal(n_tail, dtype=np.float32) * np.exp(np.arange(n_tail, dtype=np.float32) * decay)
+    tail *= np.float32(np.sqrt(10.0 ** (-drr_db / 10.0) / max(float(np.dot(tail, tail)), 1e-12)))
+    h = np.zeros(pre + n_tail, dtype=np.float32)
     h[0] = 1.0
     h[pre:] += tail
-    return h.astype(np.float32)
+    return h
 
 
 def convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Causal FFT convolution truncated to len(x)."""
-    n = x.size + h.size - 1
-    nfft = 1 << (n - 1).bit_length()
-    y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)[: x.size]
-    return y.astype(np.float32)
+    nfft = _fast_length(x.size + h.size - 1)
+    # float64 input: numpy's pocketfft is several times slower on float32 here
+    y = np.fft.irfft(np.fft.rfft(x.astype(np.float64), nfft) * np.fft.rfft(h.astype(np.float64), nfft), nfft)
+    return y[: x.size].astype(np.float32)
+
+
+@functools.cache
+def _fast_length(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (a fast FFT size)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _u(rng: np.random.Generator, low: float, high: float, ndigits: int = 4) -> float:
@@ -225,24 +289,19 @@ class Pitch:
 
     def sample(self, rng: np.random.Generator) -> Params:
         fire = rng.random() < self.p
-        steps = round(float(rng.uniform(-self.max_semitones, self.max_semitones)) / PITCH_STEP_SEMITONES)
-        return {"semitones": round(steps * PITCH_STEP_SEMITONES, 4) if fire else 0.0}
+        m = pitch_frame_length(float(rng.uniform(-self.max_semitones, self.max_semitones)))
+        while abs(12.0 * np.log2(PV_N_FFT / m)) > self.max_semitones:  # quantisation stepped past the limit
+            m += 4 if m < PV_N_FFT else -4
+        semitones = round(12.0 * float(np.log2(PV_N_FFT / m)), 4)
+        return {"semitones": semitones if fire else 0.0}
 
     def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
         return pitch_and_tempo(x, float(params["semitones"]), 1.0)
 
 
 def pitch_and_tempo(x: np.ndarray, semitones: float, rate: float) -> np.ndarray:
-    """Pitch shift by ``semitones`` and tempo change by ``rate`` with ONE phase-vocoder pass:
-    stretch by rate / r (pitch kept, length * r / rate), then resample to round(len / rate) samples,
-    which raises the pitch by r."""
-    r = pitch_ratio(semitones) if semitones else 1.0
-    out_len = round(x.size / rate)
-    pv_rate = rate / r
-    y = time_stretch(x, pv_rate) if pv_rate != 1.0 else np.asarray(x, dtype=np.float32)
-    if r != 1.0:
-        y = fft_resample(y, out_len)
-    return fit_length(y, out_len)
+    """Pitch shift by ``semitones`` and tempo change by ``rate`` in one phase-vocoder pass."""
+    return phase_vocoder(x, rate, semitones)
 
 
 @dataclasses.dataclass(frozen=True)

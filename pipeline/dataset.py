@@ -60,6 +60,7 @@ FONDO_GAIN_DB = (-12.0, 3.0)
 RIR_MAX_S = 1.5
 WAV_SUFFIXES = (".wav",)
 CHUNK_CLIPS = 64
+SPECTRA_CACHE_SEEDS = 64
 AUTO_CLIPS_PER_WORKER = 1000
 PARAM_KEYS = ("per_class", "fondo_minutes", "p_shift", "max_shift_ms", "p_stretch", "stretch_low", "stretch_high",
               "p_pitch", "pitch_semitones", "p_noise", "snr_list", "p_reverb", "rirs_root", "use_fondo_as_noise",
@@ -85,6 +86,9 @@ class Bank:
     seeds: dict[str, tuple[Seed, ...]]
     rirs: tuple[np.ndarray, ...]
     rir_files: tuple[str, ...]
+    # analysis spectra of the keyword seeds, filled lazily in each process (see seed_spectra)
+    spectra: dict[tuple[str, int], tuple[A.Spectra, int]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def by_source(self) -> dict[str, Seed]:
@@ -252,6 +256,31 @@ def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_inde
     return {"path": clip_name(cls, clip_index, total), "class": cls, "source": s.source, "params": params}
 
 
+def max_half_window(seed: Seed, recipe: Recipe) -> int:
+    """Largest half-length (samples) of seed audio any clip of this seed reads around the word centre."""
+    assert seed.word is not None
+    fit = math.ceil(seed.word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES) * 1e4) / 1e4
+    tempo_max = max(recipe.stretch.high, recipe.stretch.low, fit, 1.0)
+    shift_max = round(recipe.max_shift_ms * SAMPLE_RATE / 1000)
+    return math.ceil((CLIP_SAMPLES // 2 + shift_max + A.PV_N_FFT) * tempo_max) + A.PV_HOP
+
+
+def seed_spectra(bank: Bank, seed: Seed, half_max: int) -> tuple[A.Spectra, int]:
+    """The phase-vocoder analysis of the region around a seed's word, computed once per process;
+    returns (spectra, seed sample index of the region start)."""
+    key = (seed.source, half_max)
+    if key not in bank.spectra:
+        if len(bank.spectra) >= SPECTRA_CACHE_SEEDS:
+            bank.spectra.pop(next(iter(bank.spectra)))
+        assert seed.word is not None
+        centre = (seed.word.start + seed.word.end) // 2
+        lo, hi = centre - half_max, centre + half_max
+        x = seed.audio
+        region = np.pad(x[max(lo, 0): min(hi, x.size)], (max(0, -lo), max(0, hi - x.size)))
+        bank.spectra[key] = (A.analyse(region), lo)
+    return bank.spectra[key]
+
+
 def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: dict[str, Seed] | None = None) -> np.ndarray:
     """The clip described by a clips.jsonl record: float32, exactly CLIP_SAMPLES. No randomness."""
     seeds = by_source if by_source is not None else bank.by_source
@@ -271,10 +300,13 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     shift_samples = round(abs(p["shift_ms"]) * SAMPLE_RATE / 1000)
     half = math.ceil((CLIP_SAMPLES // 2 + shift_samples + A.PV_N_FFT) * tempo)
     lo, hi = centre - half, centre + half
-    seg = x[max(lo, 0): min(hi, x.size)]
-    if lo < 0 or hi > x.size:  # word near the edge of the recording: pad with silence
-        seg = np.pad(seg, (max(0, -lo), max(0, hi - x.size)))
-    y = A.pitch_and_tempo(seg, float(p["semitones"]), tempo)
+    if tempo == 1.0 and A.pitch_frame_length(p["semitones"]) == A.PV_N_FFT:
+        y = x[max(lo, 0): min(hi, x.size)]
+        if lo < 0 or hi > x.size:  # word near the edge of the recording: pad with silence
+            y = np.pad(y, (max(0, -lo), max(0, hi - x.size)))
+    else:  # phase vocoder from this seed's spectra (analysed once per process)
+        spectra, region_lo = seed_spectra(bank, seed, max_half_window(seed, recipe))
+        y = A.synthesise(spectra, lo - region_lo, tempo, float(p["semitones"]), round(2 * half / tempo))
     y = recipe.shift.apply(y, SAMPLE_RATE, {"shift_ms": p["shift_ms"]})
     c0 = y.size // 2 - CLIP_SAMPLES // 2
     y = A.fit_length(y[max(c0, 0): c0 + CLIP_SAMPLES], CLIP_SAMPLES)
