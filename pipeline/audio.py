@@ -14,9 +14,9 @@ print(locate_word(load_audio('data/demo-seeds/SALIR/000_salir.wav')))"
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -121,10 +121,12 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """A complete 16-bit PCM mono WAV file as bytes (deterministic: no timestamps in the header)."""
-    buf = io.BytesIO()
-    sf.write(buf, pcm16(audio), int(sample_rate), format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    """A complete 16-bit PCM mono WAV file as bytes: the canonical 44-byte RIFF header + samples
+    (deterministic, no timestamps; about 10x cheaper than going through libsndfile per clip)."""
+    data = pcm16(audio).astype("<i2").tobytes()
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, 1,
+                         int(sample_rate), int(sample_rate) * 2, 2, 16, b"data", len(data))
+    return header + data
 
 
 def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -297,19 +297,20 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     start, end = p["word"]
     centre = (start + end) // 2
     tempo = float(p["tempo"])
-    shift_samples = round(abs(p["shift_ms"]) * SAMPLE_RATE / 1000)
-    half = math.ceil((CLIP_SAMPLES // 2 + shift_samples + A.PV_N_FFT) * tempo)
-    lo, hi = centre - half, centre + half
+    shift = round(p["shift_ms"] * SAMPLE_RATE / 1000)  # > 0: the word sits later in the window
+    # The shift is applied as an offset of the crop (same result as Shift.apply, without zero fill):
+    # clip sample t shows seed sample centre + (t - CLIP_SAMPLES / 2 - shift) * tempo.
+    first = centre - (CLIP_SAMPLES // 2 + shift) * tempo
     if tempo == 1.0 and A.pitch_frame_length(p["semitones"]) == A.PV_N_FFT:
-        y = x[max(lo, 0): min(hi, x.size)]
-        if lo < 0 or hi > x.size:  # word near the edge of the recording: pad with silence
-            y = np.pad(y, (max(0, -lo), max(0, hi - x.size)))
-    else:  # phase vocoder from this seed's spectra (analysed once per process)
+        a = int(first)
+        y = x[max(a, 0): max(a + CLIP_SAMPLES, 0)]
+        if a < 0 or a + CLIP_SAMPLES > x.size:  # word near the edge of the recording: pad with silence
+            y = np.pad(y, (max(0, -a), CLIP_SAMPLES - y.size - max(0, -a)))
+    else:  # phase vocoder from this seed's spectra (analysed once per process), with a lead-in
         spectra, region_lo = seed_spectra(bank, seed, max_half_window(seed, recipe))
-        y = A.synthesise(spectra, lo - region_lo, tempo, float(p["semitones"]), round(2 * half / tempo))
-    y = recipe.shift.apply(y, SAMPLE_RATE, {"shift_ms": p["shift_ms"]})
-    c0 = y.size // 2 - CLIP_SAMPLES // 2
-    y = A.fit_length(y[max(c0, 0): c0 + CLIP_SAMPLES], CLIP_SAMPLES)
+        lead = A.PV_N_FFT // 2
+        y = A.synthesise(spectra, first - region_lo - lead * tempo, tempo, float(p["semitones"]),
+                         CLIP_SAMPLES + lead)[lead:]
     y = recipe.reverb.apply(y, SAMPLE_RATE, p["reverb"])
     y = recipe.noise.apply(y, SAMPLE_RATE, p["noise"])
     return A.protect_clipping(y)
