@@ -13,8 +13,9 @@ manifest line alone. Everything is vectorised numpy on float32 (no per-sample Py
   steps costs seconds per clip).
 - ``Noise``: mix noise at an SNR from a list: FONDO seed audio at a drawn offset, or synthetic
   white/pink/brown noise from a drawn seed.
-- ``Reverb``: convolve with a room impulse response: one of the given RIRs, or a synthesised one
-  (direct path + exponentially decaying noise tail with a drawn RT60 and direct-to-reverberant ratio).
+- ``Reverb``: convolve with a room impulse response: one of the given RIRs, or one of 256 fixed
+  synthetic rooms (direct path + exponentially decaying noise tail; RT60 0.2-0.8 s, direct-to-reverberant
+  ratio 0-12 dB, pre-delay 2-12 ms).
 - ``Gain``: level change in dB.
 
 Example (the dataset stage uses these)::
@@ -40,6 +41,8 @@ NOISE_COLOURS = ("white", "pink", "brown")
 RT60_RANGE_S = (0.2, 0.8)  # small rooms to living rooms / offices
 DRR_RANGE_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio
 PREDELAY_RANGE_MS = (2.0, 12.0)  # direct path to first reflections
+SYNTH_RIR_ROOMS = 256  # synthetic rooms to draw from (their spectra are cached, so reverb stays cheap)
+SYNTH_RIR_BANK_SEED = 20251123
 
 
 # ---- signal helpers --------------------------------------------------------------------------------
@@ -211,6 +214,23 @@ def synth_rir(rt60_s: float, drr_db: float, predelay_ms: float, seed: int, sampl
     return h
 
 
+def synthetic_room(k: int) -> Params:
+    """Parameters of synthetic room k (0 <= k < SYNTH_RIR_ROOMS), fixed for all runs and seeds."""
+    rng = np.random.default_rng([SYNTH_RIR_BANK_SEED, k])
+    return {"room": k, "rt60_s": _u(rng, *RT60_RANGE_S, 3), "drr_db": _u(rng, *DRR_RANGE_DB, 2),
+            "predelay_ms": _u(rng, *PREDELAY_RANGE_MS, 2), "rir_seed": int(rng.integers(2**31))}
+
+
+def synth_rir_length(params: Params, sample_rate: int) -> int:
+    return int(params["predelay_ms"] * sample_rate / 1000) + int(params["rt60_s"] * sample_rate)
+
+
+@functools.lru_cache(maxsize=2 * 256)
+def _synth_rir_spectrum(rt60_s: float, drr_db: float, predelay_ms: float, seed: int, sample_rate: int,
+                        nfft: int) -> np.ndarray:
+    return np.fft.rfft(synth_rir(rt60_s, drr_db, predelay_ms, seed, sample_rate).astype(np.float64), nfft)
+
+
 def convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Causal FFT convolution truncated to len(x)."""
     nfft = _fast_length(x.size + h.size - 1)
@@ -358,11 +378,8 @@ class Reverb:
 
     def sample(self, rng: np.random.Generator) -> Params:
         fire = rng.random() < self.p
-        if self.rirs:
-            drawn: Params = {"kind": "file", "rir": int(rng.integers(len(self.rirs)))}
-        else:
-            drawn = {"kind": "synthetic", "rt60_s": _u(rng, *RT60_RANGE_S, 3), "drr_db": _u(rng, *DRR_RANGE_DB, 2),
-                     "predelay_ms": _u(rng, *PREDELAY_RANGE_MS, 2), "rir_seed": int(rng.integers(2**31))}
+        k = int(rng.integers(len(self.rirs) if self.rirs else SYNTH_RIR_ROOMS))
+        drawn: Params = {"kind": "file", "rir": k} if self.rirs else {"kind": "synthetic", **synthetic_room(k)}
         return drawn if fire else {"kind": None}
 
     def rir_for(self, params: Params, sample_rate: int) -> np.ndarray:
@@ -373,7 +390,13 @@ class Reverb:
     def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
         if params.get("kind") is None:
             return x
-        y = convolve(x, self.rir_for(params, sample_rate))
+        if params["kind"] == "synthetic":  # one of SYNTH_RIR_ROOMS rooms: its spectrum is cached per process
+            nfft = _fast_length(x.size + synth_rir_length(params, sample_rate) - 1)
+            spec = _synth_rir_spectrum(params["rt60_s"], params["drr_db"], params["predelay_ms"], params["rir_seed"],
+                                       sample_rate, nfft)
+            y = np.fft.irfft(np.fft.rfft(x.astype(np.float64), nfft) * spec, nfft)[: x.size].astype(np.float32)
+        else:
+            y = convolve(x, self.rir_for(params, sample_rate))
         px, py = power(x), power(y)
         return (y * np.float32(np.sqrt(px / py))).astype(np.float32) if py > 0 else y
 

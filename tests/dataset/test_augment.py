@@ -226,3 +226,20 @@ def test_sampled_params_are_json_and_deterministic() -> None:
         assert json.loads(json.dumps(a)) == a
         c = [t.sample(np.random.default_rng([10, 1, i])) for i in range(20)]
         assert a != c
+
+
+def test_synthetic_rooms_are_fixed_and_the_cached_path_equals_plain_convolution() -> None:
+    rooms = [A.synthetic_room(k) for k in range(A.SYNTH_RIR_ROOMS)]
+    assert rooms == [A.synthetic_room(k) for k in range(A.SYNTH_RIR_ROOMS)]
+    assert all(A.RT60_RANGE_S[0] <= r["rt60_s"] <= A.RT60_RANGE_S[1] for r in rooms)
+    assert len({r["rir_seed"] for r in rooms}) == A.SYNTH_RIR_ROOMS
+    x = tone_word(dur_s=1.0, word_at_s=0.2, word_s=0.4)
+    rev = A.Reverb(p=1.0)
+    for k in (0, 17, 255):
+        params = {"kind": "synthetic", **rooms[k]}
+        h = A.synth_rir(params["rt60_s"], params["drr_db"], params["predelay_ms"], params["rir_seed"], SR)
+        direct = A.convolve(x, h)
+        direct *= np.sqrt(A.power(x) / A.power(direct))
+        np.testing.assert_allclose(rev.apply(x, SR, params), direct, atol=1e-5)
+    drawn = {rev.sample(np.random.default_rng(i))["room"] for i in range(400)}
+    assert len(drawn) > 150
