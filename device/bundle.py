@@ -23,6 +23,8 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
+import math
 import os
 import re
 import tarfile
@@ -55,6 +57,7 @@ class Bundle:
     ids: list[str]  # list.txt entries, in order
     labels: dict[str, Label]
     emulated: bool
+    input_shape: tuple[int, ...]  # of one input.bin, float32 little-endian
 
     @property
     def sums_text(self) -> str:
@@ -120,11 +123,16 @@ def collect_bundle(build: str | os.PathLike[str]) -> Bundle:
     if not ids:
         raise DeviceError(f"{files['list.txt']}: empty; build the board inputs with `make npu-inputs`")
     labels = read_labels(files["labels.csv"])
-    want_bytes = FeatureContract().input_bytes
+    try:
+        shape = tuple(int(d) for d in json.loads(files["manifest.json"].read_text()).get("shape") or ())
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise DeviceError(f"{files['manifest.json']}: unreadable ({e}); rebuild with `make npu-inputs`") from None
+    shape = shape or FeatureContract().input_shape
+    want_bytes = 4 * math.prod(shape)
     for k in ids:
         p = _need(npu / "input" / k / "input.bin", "rebuild the board inputs with `make npu-inputs`")
         if p.stat().st_size != want_bytes:
-            raise DeviceError(f"{p}: {p.stat().st_size} bytes, expected {want_bytes} (float32 1x1x98x64); "
+            raise DeviceError(f"{p}: {p.stat().st_size} bytes, expected {want_bytes} (float32 {list(shape)}); "
                               "rebuild with `make npu-inputs`")
         if k not in labels:
             raise DeviceError(f"{files['labels.csv']}: no row for input {k!r}; rebuild with `make npu-inputs`")
@@ -132,7 +140,7 @@ def collect_bundle(build: str | os.PathLike[str]) -> Bundle:
     sums = {rel: sha256_file(p) for rel, p in files.items()}
     text = "".join(f"{h}  {rel}\n" for rel, h in sorted(sums.items()))
     bundle_id = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return Bundle(b, bundle_id, files, sums, ids, labels, axmodel.is_emulated(files["model/compiled.axmodel"]))
+    return Bundle(b, bundle_id, files, sums, ids, labels, axmodel.is_emulated(files["model/compiled.axmodel"]), shape)
 
 
 def write_archive(bundle: Bundle, dest: Path) -> tuple[Path, str, int]:

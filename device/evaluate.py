@@ -194,7 +194,7 @@ def _remote_paths(root: str, bundle_id: str, run_id: str) -> tuple[str, str]:
 
 
 def _load_inputs(bundle: Bundle, ids: list[str]) -> np.ndarray:
-    return np.stack([np.fromfile(bundle.input_path(k), dtype="<f4").reshape(1, 98, 64) for k in ids])
+    return np.stack([np.fromfile(bundle.input_path(k), dtype="<f4").reshape(bundle.input_shape[1:]) for k in ids])
 
 
 def run_on_board(

@@ -68,5 +68,6 @@ def make_build(build: Path, n_inputs: int = 6, npu_mode: str = "NPU1", seed: int
         rows.append(f"{k},{100 + k},{CLASSES[label]}/x_{k:05d}.wav,{CLASSES[label]},{label}")
     atomic_write_text(npu / "list.txt", "".join(f"{k}\n" for k in range(n_inputs)))
     atomic_write_text(npu / "labels.csv", "\n".join(rows) + "\n")
-    atomic_write_json(npu / "manifest.json", {"stage": "npu_inputs", "count": n_inputs, "classes": CLASSES})
+    atomic_write_json(npu / "manifest.json", {"stage": "npu_inputs", "count": n_inputs, "classes": CLASSES,
+                                            "shape": [1, 1, 98, 64], "input_bytes": 98 * 64 * 4})
     return build
