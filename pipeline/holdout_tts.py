@@ -7,8 +7,8 @@ espeak-ng Spanish language+variant pairs, checked disjoint from the training voi
 such as "salí", "repetido", "cancelado", "principio") by the same evaluation voices, in files of about
 ``--fondo-file-s`` seconds totalling ``--fondo-minutes``, for false accepts per hour.
 A fraction of the files (``--noisy-fraction``) is mixed with synthetic white/pink/brown noise at an SNR
-from ``--snr-db-list``; ``manifest.json`` records voice, variant, speed, pitch, SNR, text and sha256
-per file. Everything is 16 kHz mono 16-bit PCM and deterministic for a given ``--seed``.
+from ``--snr-db-list``; every file gets a faint pink room floor (-65 to -50 dBFS) instead of digital
+silence. ``manifest.json`` records voice, variant, speed, pitch, SNR, text and sha256 per file. Everything is 16 kHz mono 16-bit PCM and deterministic for a given ``--seed``.
 
 Inputs -> outputs: espeak-ng -> ``<out>/<CLASS>/*.wav`` + ``<out>/manifest.json`` (written last).
 
@@ -52,6 +52,7 @@ EVAL_VOICES: tuple[tuple[str, str], ...] = (
 SPEEDS_WPM: tuple[int, ...] = (120, 145, 170, 195)       # espeak-ng -s (default 175)
 PITCHES: tuple[int, ...] = (25, 40, 55, 70)               # espeak-ng -p, 0..99 (default 50)
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown")
+ROOM_FLOOR_DBFS = (-65.0, -50.0)  # RMS of the pink room-noise floor under every file, uniform range
 CLIP_S = 1.5            # keyword files: at least this long, word placed with silence around it
 LEAD_S = (0.15, 0.45)   # silence before the word, uniform range
 
@@ -210,8 +211,13 @@ def finish(audio: np.ndarray, rng: np.random.Generator, speech_power: float, noi
         info.update(snr_db=snr, noise=kind)
     peak_dbfs = float(rng.uniform(-12.0, -3.0))
     peak = float(np.max(np.abs(audio))) or 1.0
-    info["peak_dbfs"] = round(peak_dbfs, 3)
-    return (audio * (10.0 ** (peak_dbfs / 20.0) / peak)).astype(np.float32), info
+    audio = audio * (10.0 ** (peak_dbfs / 20.0) / peak)
+    # A microphone never records digital silence: every file gets a faint pink room floor, so that
+    # "clean" means no added noise, not the all-zero pauses espeak-ng produces.
+    floor_dbfs = float(rng.uniform(*ROOM_FLOOR_DBFS))
+    audio = audio + 10.0 ** (floor_dbfs / 20.0) * colored_noise("pink", len(audio), rng)
+    info.update(peak_dbfs=round(peak_dbfs, 3), room_floor_dbfs=round(floor_dbfs, 3))
+    return audio.astype(np.float32), info
 
 
 def active_power(speech: np.ndarray) -> float:
