@@ -8,7 +8,8 @@ such as "salí", "repetido", "cancelado", "principio") by the same evaluation vo
 ``--fondo-file-s`` seconds totalling ``--fondo-minutes``, for false accepts per hour.
 A fraction of the files (``--noisy-fraction``) is mixed with synthetic white/pink/brown noise at an SNR
 from ``--snr-db-list``; every file gets a faint pink room floor (-65 to -50 dBFS) instead of digital
-silence. ``manifest.json`` records voice, variant, speed, pitch, SNR, text and sha256 per file. Everything is 16 kHz mono 16-bit PCM and deterministic for a given ``--seed``.
+silence. ``manifest.json`` records voice, variant, speed, pitch, SNR, text and sha256 per file.
+Everything is 16 kHz mono 16-bit PCM and deterministic for a given ``--seed``.
 
 Inputs -> outputs: espeak-ng -> ``<out>/<CLASS>/*.wav`` + ``<out>/manifest.json`` (written last).
 
