@@ -5,9 +5,12 @@ Input: ``--seeds DIR`` with one sub-folder per class (class names = sorted folde
 whole only when everything succeeded):
 
 - ``<out>/<CLASS>/<class>_NNNNN.wav``: exactly 16000 samples each. Keyword clips: the spoken word is
-  located in the seed, then tempo/pitch change, a time shift that never pushes the word out of the
-  window, reverb and noise are applied as drawn. FONDO clips: 1 s cut from the FONDO seeds at a
-  random offset with a random gain.
+  located in the seed (``pipeline.audio.locate_word``) and centred in the 1 s window; a word too long
+  for the window is sped up just enough to fit. Then, as drawn: tempo and pitch change (one
+  phase-vocoder pass from the seed's cached analysis), a time shift limited so the word stays inside
+  the window (applied as an offset of the crop), reverb, noise (``pipeline.augment``). FONDO clips:
+  1 s cut from the FONDO seeds (chosen in proportion to their length) at a random offset with a
+  random gain.
 - ``<out>/clips.jsonl``: per clip ``{"path", "class", "source", "params"}``; ``params`` holds every
   drawn value, so ``render_clip`` regenerates a clip from its line alone.
 - ``<out>/manifest.json`` (written last): provenance, classes, counts, background class, the word
