@@ -84,3 +84,15 @@ def test_ci_script_is_strict_bash() -> None:
     assert subprocess.run(["bash", "-n", str(ROOT / ".ci" / "run")], check=False).returncode == 0
     # Containers are reached on loopback only.
     assert "172.17." not in text and "127.0.0.1" in text
+
+
+def test_ci_params_preset_is_complete_and_valid() -> None:
+    """.ci/params (the CI's preset) has every stage file the smoke preset has, each valid for its schema."""
+    from pipeline.cli import load_params
+
+    ci_dir, smoke_dir = ROOT / ".ci" / "params", ROOT / "pipeline" / "params" / "smoke"
+    names = sorted(p.name for p in smoke_dir.glob("*.toml"))
+    assert sorted(p.name for p in ci_dir.glob("*.toml")) == names
+    for name in names:
+        load_params(ci_dir / name, name.removesuffix(".toml"))
+    assert load_params(ci_dir / "train.toml", "train")["epochs"] > load_params(smoke_dir / "train.toml", "train")["epochs"]
