@@ -423,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(f"{args.onnx}: {e}")
     calibration = None
     try:
+        audio = load_audio(args.wav, model.contract.sample_rate)
         if args.target_fa_per_hour is not None:
             if not args.negatives:
                 die("--target-fa-per-hour needs --negatives DIR_OR_WAV …: keyword-free audio to calibrate on")
@@ -433,7 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibration = calibrate(seqs, neg_s, model.classes, settings, args.target_fa_per_hour)
             settings = calibration.settings
             det = Detector(settings, model.classes, det.window_s)
-        audio = load_audio(args.wav, model.contract.sample_rate)
     except AudioError as e:
         raise StageError(str(e)) from e
     duration_s = len(audio) / model.contract.sample_rate
