@@ -1,0 +1,44 @@
+"""The eval / holdout-tts make targets, checked with real `make -n` (nothing is run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def make_n(*args: str, build: Path) -> str:
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-n", f"BUILD={build}", "RUNNER=local", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_eval_defaults_to_the_tts_holdout_with_the_leak_check(tmp_path: Path) -> None:
+    out = make_n("eval", build=tmp_path / "b")
+    assert f"-m pipeline.holdout_tts --out {tmp_path}/b/holdout-tts" in out
+    assert f"--holdout {tmp_path}/b/holdout-tts --out {tmp_path}/b/eval" in out
+    assert f"--train-manifest {tmp_path}/b/dataset/manifest.json --seeds data/demo-seeds" in out
+
+
+def test_eval_with_a_holdout_dir_skips_the_tts_set_and_reruns_when_it_changes(tmp_path: Path) -> None:
+    holdout = tmp_path / "mine"
+    (holdout / "SALIR").mkdir(parents=True)
+    (holdout / "SALIR" / "a.wav").write_bytes(b"")
+    build = tmp_path / "b"
+    out = make_n("eval", f"HOLDOUT={holdout}", build=build)
+    assert "pipeline.holdout_tts" not in out and f"--holdout {holdout} " in out
+    # the stamp remembers which holdout the summary was made from
+    (build / "eval").mkdir(parents=True)
+    (build / "eval-holdout.path").write_text(f"{build}/holdout-tts\n", encoding="utf-8")
+    assert "eval-holdout.path" in make_n("eval", f"HOLDOUT={holdout}", build=build)
+    (build / "eval-holdout.path").write_text(f"{holdout}\n", encoding="utf-8")
+    assert "eval-holdout.path" not in make_n("eval", f"HOLDOUT={holdout}", build=build)
+
+
+def test_help_lists_the_evaluation_targets(tmp_path: Path) -> None:
+    r = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "help"], capture_output=True, text=True,
+                       timeout=60)
+    assert "holdout-tts" in r.stdout and "eval " in r.stdout
