@@ -92,7 +92,7 @@ class DetectorSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "DetectorSettings":
+    def from_mapping(cls, data: Mapping[str, Any]) -> DetectorSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -255,7 +255,7 @@ def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: 
     """
     if target_fa_per_hour < 0:
         raise ValueError(f"target FA/h must be >= 0, got {target_fa_per_hour}")
-    grid = sorted(set(float(t) for t in thresholds))
+    grid = sorted({float(t) for t in thresholds})
     counts = sweep_false_accepts(prob_sequences, base, classes, grid)
     rates = [fa_per_hour(c, negative_s) for c in counts]
     chosen = None
@@ -308,7 +308,7 @@ def iter_window_batches(audio: np.ndarray, window_samples: int, hop_samples: int
         yield np.ascontiguousarray(view[b: b + batch_windows])
 
 
-def stream_probs(model: "OnnxModel", audio: np.ndarray, hop_s: float, batch_windows: int = 256) -> np.ndarray:
+def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_windows: int = 256) -> np.ndarray:
     """Class probabilities for every window of ``audio`` (float32 mono at the model's sample rate)."""
     from pipeline.features import logmel
 
@@ -332,7 +332,7 @@ def wav_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def negative_probs(model: "OnnxModel", paths: Sequence[Path], hop_s: float) -> tuple[list[np.ndarray], float]:
+def negative_probs(model: OnnxModel, paths: Sequence[Path], hop_s: float) -> tuple[list[np.ndarray], float]:
     """Per-window probabilities for each keyword-free file, and their total duration in seconds."""
     from pipeline.audio import load_audio
 
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_json(args.save_settings, settings_doc)
     if args.json is not None:
         atomic_write_json(args.json, {
-            "file": str(args.wav), "duration_s": duration_s, "n_windows": int(len(probs)),
+            "file": str(args.wav), "duration_s": duration_s, "n_windows": len(probs),
             "window_s": det.window_s, **settings_doc, "events": [e.as_dict() for e in events],
         })
     return 0

@@ -39,8 +39,15 @@ import numpy as np
 
 from pipeline.cli import StageError, die, run_main, setup_logging
 from pipeline.detect import (
-    DEFAULT_THRESHOLD_GRID, Detector, DetectorSettings, add_settings_arguments, fa_per_hour, moving_average,
-    settings_from_args, stream_probs, with_on_threshold,
+    DEFAULT_THRESHOLD_GRID,
+    Detector,
+    DetectorSettings,
+    add_settings_arguments,
+    fa_per_hour,
+    moving_average,
+    settings_from_args,
+    stream_probs,
+    with_on_threshold,
 )
 from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
@@ -192,7 +199,7 @@ def det_sweep(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], neg_pr
     pos_s = [moving_average(p, settings.smooth_windows) for p in pos_probs]
     neg_s = [moving_average(p, settings.smooth_windows) for p in neg_probs]
     curve = []
-    for t in sorted(set(float(x) for x in thresholds)):
+    for t in sorted({float(x) for x in thresholds}):
         s = with_on_threshold(settings, t)
         det = Detector(s, classes)
         fa = sum(len(det.run_smoothed(x)) for x in neg_s)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from pipeline.detect import (
-    Detector, DetectorSettings, calibrate, count_false_accepts, fa_per_hour, iter_window_batches, moving_average,
+    Detector,
+    DetectorSettings,
+    calibrate,
+    count_false_accepts,
+    fa_per_hour,
+    iter_window_batches,
+    moving_average,
     window_starts,
 )
 
@@ -22,8 +28,8 @@ def seq(*rows: tuple[float, float]) -> np.ndarray:
 
 
 def settings(**kw: object) -> DetectorSettings:
-    base = dict(hop_s=0.1, smooth_windows=1, on_threshold=0.8, off_threshold=0.4, min_consecutive_windows=1,
-                refractory_s=0.0)
+    base: dict[str, object] = {"hop_s": 0.1, "smooth_windows": 1, "on_threshold": 0.8, "off_threshold": 0.4,
+                               "min_consecutive_windows": 1, "refractory_s": 0.0}
     base.update(kw)
     return DetectorSettings(**base)  # type: ignore[arg-type]
 

@@ -13,7 +13,14 @@ import soundfile as sf
 from pipeline import demo_seeds, holdout_tts
 from pipeline.cli import run_main
 from pipeline.holdout_tts import (
-    EVAL_VOICES, KEYWORDS, check_voice_split, keyword_tokens, make_rng, negative_text, normalise_voice, training_voices,
+    EVAL_VOICES,
+    KEYWORDS,
+    check_voice_split,
+    keyword_tokens,
+    make_rng,
+    negative_text,
+    normalise_voice,
+    training_voices,
     voice_id,
 )
 from tests.conftest import require_tool
