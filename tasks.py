@@ -18,10 +18,10 @@ ns.add_collection(pulsar2_tasks.pulsar2)
 
 # ==== images, Docker daemon, CI (issue 5; the work is in make and docker/*.py) =====================
 # docker/ is deliberately not a Python package (it would shadow the Docker SDK), so these tasks stay here.
-import shlex  # noqa: E402
-import sys  # noqa: E402
+import shlex
+import sys
 
-from invoke import Exit, task  # noqa: E402
+from invoke import Exit, task
 
 IMAGE_NAMES = ("train", "pulsar2-emulator", "board-emulator")
 

@@ -26,8 +26,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cli import die, run_main, setup_logging  # noqa: E402
-from pipeline.io import sha256_file  # noqa: E402
+from pipeline.cli import die, run_main, setup_logging
+from pipeline.io import sha256_file
 
 log = logging.getLogger(__name__)
 

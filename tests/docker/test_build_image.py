@@ -89,8 +89,8 @@ def test_ca_bundle_choice(tmp_path: Path) -> None:
 
 def test_build_command_secret_only_with_a_bundle(tmp_path: Path) -> None:
     client = bi.Client("/usr/bin/docker", "20.10.24", has_buildx=False)
-    common = dict(name="train", dockerfile=Path("docker/train.Dockerfile"), context=ROOT, iidfile=tmp_path / "iid",
-                  build_args={"BASE_IMAGE": "kws-base:bookworm"}, target=None)
+    common = {"name": "train", "dockerfile": Path("docker/train.Dockerfile"), "context": ROOT,
+              "iidfile": tmp_path / "iid", "build_args": {"BASE_IMAGE": "kws-base:bookworm"}, "target": None}
     with_ca = bi.build_command(client, cacert=Path("/etc/ca.crt"), **common)
     without = bi.build_command(client, cacert=None, **common)
     assert with_ca[:2] == ["/usr/bin/docker", "build"]

@@ -11,7 +11,7 @@ from tests.docker.conftest import ROOT, load_script
 
 lock = load_script("lock")
 
-ENTRY = re.compile(r"^([a-z0-9-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", re.M)
+ENTRY = re.compile(r"^([a-z0-9-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", re.MULTILINE)
 
 
 def parse_lock(text: str) -> dict[str, str]:
