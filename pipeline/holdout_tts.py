@@ -164,6 +164,11 @@ def espeak_binary() -> str:
     return str(path)
 
 
+def espeak_version(espeak: str) -> str:
+    r = subprocess.run([espeak, "--version"], capture_output=True, text=True, check=False, timeout=30)
+    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else "unknown"
+
+
 def speak(text: str, voice: str, speed_wpm: int, pitch: int, espeak: str) -> np.ndarray:
     """espeak-ng speech as float32 mono at 16 kHz."""
     cmd = [espeak, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-b", "1", "--stdout", text]
@@ -353,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fondo_file_s": args.fondo_file_s, "noisy_fraction": args.noisy_fraction,
             "snr_db_list": list(args.snr_db_list), "speeds_wpm": list(SPEEDS_WPM), "pitches": list(PITCHES),
         }, extra={
-            "kind": "holdout", "generator": "espeak-ng",
+            "kind": "holdout", "generator": espeak_version(espeak),
             "classes": sorted((*KEYWORDS, BACKGROUND_CLASS)), "background_class": BACKGROUND_CLASS,
             "eval_voices": [voice_id(*v) for v in voices], "training_voices_excluded": train_voices,
             "counts": counts, "fondo_s": round(fondo_s, 3), "files": files,

@@ -92,6 +92,7 @@ def test_holdout_tts_builds_a_small_deterministic_set(tmp_path: Path) -> None:
     files = doc["files"]
     assert doc["counts"] == {**{k: 2 for k in KEYWORDS}, "FONDO": doc["counts"]["FONDO"]}
     assert doc["fondo_s"] >= 9.0 and doc["counts"]["FONDO"] >= 2
+    assert doc["generator"].startswith("eSpeak NG")
     assert doc["eval_voices"] == ["es+f2", "es-419+m4"] and doc["training_voices_excluded"] == [demo_seeds.TRAIN_VOICE]
     on_disk = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.wav"))
     assert on_disk == sorted(f["path"] for f in files)
