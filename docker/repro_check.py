@@ -4,9 +4,12 @@ Runs ``make RUNNER=<r> PARAMS=<p> BUILD=<dir> dataset features calib`` in two fr
 (deleted first) and compares, byte for byte, every dataset file (WAVs and clips.jsonl), the packed
 features (features.npy, index.jsonl) and the calibration tar. The two runs may use different runners
 (``--runner-b local``): then the check also shows the container and the host compute the same features.
-Manifests are not compared (they hold timestamps and the image id by design).
+Manifests are not compared (they hold timestamps and the image id by design). With ``--onnx`` both
+builds also train and export, and the two ONNX models must give identical logits (bit for bit) on every
+feature row (the files themselves differ: their metadata records the image id and the time).
 
     python3 docker/repro_check.py --params smoke --build-a build-repro-a --build-b build-repro-b
+    python3 docker/repro_check.py --params smoke --runner-a docker --runner-b local --onnx
     python3 docker/repro_check.py --params smoke --runner-a docker --runner-b local --base-image kws-base:bookworm
 """
 
@@ -77,13 +80,26 @@ def compare_builds(a: Path, b: Path, compared: Sequence[str] = COMPARED) -> tupl
     return len(fa.keys() & fb.keys()), diffs
 
 
-def make_command(runner: str, params: str, build: Path, seeds: str | None, base_image: str | None) -> list[str]:
+def compare_onnx_predictions(onnx_a: Path, onnx_b: Path, features_npy: Path) -> tuple[int, float]:
+    """(rows, max |logit_a - logit_b|) of the two models on every row of ``features_npy``."""
+    import numpy as np
+
+    from pipeline.infer import OnnxModel
+
+    x = np.load(features_npy, mmap_mode="r")
+    la = OnnxModel(onnx_a).logits(np.ascontiguousarray(x))
+    lb = OnnxModel(onnx_b).logits(np.ascontiguousarray(x))
+    return len(x), float(np.max(np.abs(la - lb))) if len(x) else 0.0
+
+
+def make_command(runner: str, params: str, build: Path, seeds: str | None, base_image: str | None,
+                 onnx: bool = False) -> list[str]:
     cmd = ["make", "--no-print-directory", f"RUNNER={runner}", f"PARAMS={params}", f"BUILD={build}"]
     if seeds:
         cmd.append(f"SEEDS={seeds}")
     if base_image:
         cmd.append(f"BASE_IMAGE={base_image}")
-    return [*cmd, *TARGETS]
+    return [*cmd, *TARGETS, *(["onnx"] if onnx else [])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runner-b", choices=["auto", "docker", "local"], default="auto")
     p.add_argument("--seeds", default=None, help="seeds folder (default: the Makefile's SEEDS)")
     p.add_argument("--base-image", default=None, help="BASE_IMAGE for a docker runner's image build")
+    p.add_argument("--onnx", action="store_true", help="also train + export in both and require identical logits")
     p.add_argument("--keep", action="store_true", help="keep the two build folders")
     args = p.parse_args(argv)
     setup_logging()
@@ -114,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if saved is not None:
             build.mkdir(parents=True)
             saved.rename(ids)
-        cmd = make_command(runner, args.params, build, args.seeds, args.base_image)
+        cmd = make_command(runner, args.params, build, args.seeds, args.base_image, args.onnx)
         print(f"repro: {shlex.join(cmd)}", flush=True)
         t0 = time.monotonic()
         r = subprocess.run(cmd, cwd=ROOT, check=False)
@@ -123,15 +140,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"repro: {build} built in {time.monotonic() - t0:.1f} s", flush=True)
 
     n, diffs = compare_builds(args.build_a, args.build_b)
+    onnx_line = ""
+    if args.onnx and not diffs:
+        rows, max_abs = compare_onnx_predictions(args.build_a / "model" / "kws.onnx", args.build_b / "model" / "kws.onnx",
+                                                 args.build_a / "features" / "features.npy")
+        if max_abs != 0.0:
+            diffs.append(Difference("model/kws.onnx", f"logits differ on {rows} feature rows: max |diff| {max_abs:.3g}"))
+        onnx_line = f"; ONNX logits identical on {rows} rows"
     if not args.keep:
         for build in (args.build_a, args.build_b):
-            for sub in TARGETS:
+            for sub in (*TARGETS, "model", "reports"):
                 shutil.rmtree(build / sub, ignore_errors=True)
     if diffs:
         lines = "\n".join(f"  {d.path}: {d.what}" for d in diffs[:50])
         die(f"{args.build_a} vs {args.build_b}: {len(diffs)} artifact(s) differ ({n} compared):\n{lines}")
     print(f"repro: OK, {n} files byte-identical ({args.runner_a} vs {args.runner_b}, PARAMS={args.params}): "
-          f"dataset WAVs + clips.jsonl, features.npy + index.jsonl, calib_kws.tar")
+          f"dataset WAVs + clips.jsonl, features.npy + index.jsonl, calib_kws.tar{onnx_line}")
     return 0
 
 

@@ -70,3 +70,21 @@ def test_make_command_builds_only_the_compared_stages() -> None:
 def test_same_folder_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StageError, match="give two different folders"):
         rc.main(["--build-a", str(tmp_path / "x"), "--build-b", str(tmp_path / "x")])
+
+
+def test_onnx_predictions_compared_bit_for_bit(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.device.tiny_model import tiny_onnx_bytes
+
+    x = np.random.default_rng(0).standard_normal((5, 1, 98, 64)).astype(np.float32)
+    np.save(tmp_path / "features.npy", x)
+    for name, seed in (("a.onnx", 1), ("b.onnx", 1), ("c.onnx", 2)):
+        (tmp_path / name).write_bytes(tiny_onnx_bytes(seed))
+    assert rc.compare_onnx_predictions(tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "features.npy") == (5, 0.0)
+    rows, max_abs = rc.compare_onnx_predictions(tmp_path / "a.onnx", tmp_path / "c.onnx", tmp_path / "features.npy")
+    assert rows == 5 and max_abs > 0.0
+
+
+def test_make_command_with_onnx_adds_the_onnx_target() -> None:
+    assert rc.make_command("local", "smoke", Path("b"), None, None, onnx=True)[-4:] == ["dataset", "features", "calib", "onnx"]
