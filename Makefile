@@ -33,6 +33,15 @@ IMAGES := $(B)/images
 ifeq ($(wildcard $(P)/dataset.toml),)
 $(error PARAMS=$(PARAMS): no preset folder $(P)/ (presets: $(notdir $(wildcard pipeline/params/*))))
 endif
+# Make compares mtimes, so artifacts built from another preset's (older) files would look up to date:
+# a BUILD folder remembers its preset (written with the dataset) and refuses another one.
+PRESET_FILE := $(B)/params-preset.txt
+BUILT_PRESET := $(strip $(if $(wildcard $(PRESET_FILE)),$(file <$(PRESET_FILE))))
+ifneq ($(filter-out $(PARAMS),$(BUILT_PRESET)),)
+ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+$(error BUILD=$(B) holds artifacts of PARAMS=$(BUILT_PRESET), not PARAMS=$(PARAMS): use another BUILD (e.g. BUILD=build-$(PARAMS)) or run make clean BUILD=$(B) first)
+endif
+endif
 
 # ---- runner ------------------------------------------------------------------------------------
 ifeq ($(RUNNER),auto)
@@ -107,7 +116,7 @@ help:                          ## list targets
 # ---- pipeline ----------------------------------------------------------------------------------
 $(DATASET): $(P)/dataset.toml $(SEED_DIRS) $(SEED_FILES) pipeline/dataset.py pipeline/audio.py \
             pipeline/augment.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.dataset --params $(P)/dataset.toml --seeds $(SEEDS) --out $(@D)
+	$(RUN) -m pipeline.dataset --params $(P)/dataset.toml --seeds $(SEEDS) --out $(@D) && echo $(PARAMS) > $(PRESET_FILE)
 
 $(FEATURES): $(DATASET) $(P)/features.toml pipeline/features.py pipeline/audio.py $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.features --params $(P)/features.toml --dataset $(<D) --out $(@D)

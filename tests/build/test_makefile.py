@@ -176,3 +176,17 @@ def test_adding_a_seed_file_rebuilds_everything(tmp_path: Path) -> None:
     os.utime(new, (future, future))
     os.utime(cls, (future, future))
     assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == STAGES
+
+
+def test_a_build_folder_refuses_another_preset(tmp_path: Path) -> None:
+    """Artifacts of one preset must not pass as up to date for another (mtimes alone cannot tell)."""
+    build = tmp_path / "build"
+    r = make("-n", "PARAMS=smoke", "all", build=build)
+    assert f"echo smoke > {build}/params-preset.txt" in r.stdout
+    build.mkdir()
+    (build / "params-preset.txt").write_text("smoke\n")
+    r = make("-n", "all", build=build, check=False)
+    assert r.returncode != 0
+    assert f"BUILD={build} holds artifacts of PARAMS=smoke, not PARAMS=default" in r.stderr
+    assert planned(make("-n", "PARAMS=smoke", "all", build=build).stdout) == STAGES
+    assert make("-n", "clean", build=build).returncode == 0
