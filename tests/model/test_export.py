@@ -194,3 +194,12 @@ def test_corrupt_checkpoint(trained: tuple[Path, Path], tmp_path: Path, capsys: 
     assert export(trained[0], bad, tmp_path / "kws.onnx", tmp_path / "r.json") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}: not a readable") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("module", ["pipeline.train", "pipeline.export"])
+def test_cli_entry_point_help(module: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--params" in r.stdout and "--features" in r.stdout
