@@ -17,6 +17,9 @@ manifest line alone. Everything is vectorised numpy on float32 (no per-sample Py
   synthetic rooms (direct path + exponentially decaying noise tail; RT60 0.2-0.8 s, direct-to-reverberant
   ratio 0-12 dB, pre-delay 2-12 ms).
 - ``Gain``: level change in dB.
+- ``FormantWarp``: vocal-tract-length perturbation (VTLP): the short-time spectrum is warped along
+  frequency by a factor ``alpha`` (piecewise linear, Nyquist fixed), moving formants and harmonics
+  together, like a speaker with a shorter (alpha > 1) or longer (alpha < 1) vocal tract.
 
 Example (the dataset stage uses these)::
 
@@ -411,6 +414,81 @@ class Gain:
 
     def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
         return (x * np.float32(10.0 ** (params["gain_db"] / 20.0))).astype(np.float32)
+
+
+# VTLP boundary: below WARP_BOUNDARY_HZ * min(alpha, 1) / alpha frequencies scale by alpha; above it the
+# warp is linear to the fixed Nyquist frequency (Jaitly & Hinton 2013, "Vocal Tract Length Perturbation").
+WARP_BOUNDARY_HZ = 4800.0
+
+
+def warp_frequencies(f_hz: np.ndarray, alpha: float, sample_rate: int) -> np.ndarray:
+    """VTLP map from input to output frequency: f * alpha up to the boundary, then linear to Nyquist."""
+    nyq = sample_rate / 2.0
+    f0 = min(WARP_BOUNDARY_HZ * min(alpha, 1.0) / alpha, nyq)
+    slope = (nyq - alpha * f0) / (nyq - f0) if nyq > f0 else 1.0
+    return np.where(f_hz <= f0, alpha * f_hz, alpha * f0 + slope * (f_hz - f0))
+
+
+def formant_warp(x: np.ndarray, alpha: float, sample_rate: int) -> np.ndarray:
+    """Warp the short-time magnitude spectrum along frequency by ``alpha`` (VTLP); same length and RMS.
+
+    STFT 512/128 Hann; output bin k takes the magnitude found at the input frequency that maps onto
+    it (linear interpolation), with the phase advance of that input frequency scaled by the warp
+    (phase-vocoder accumulation); weighted overlap-add."""
+    x = np.asarray(x, dtype=np.float32)
+    if alpha == 1.0 or x.size == 0:
+        return x.copy()
+    n, hop = PV_N_FFT, PV_HOP
+    win = _hann(n).astype(np.float64)
+    xp = np.pad(x.astype(np.float64), (n // 2, n // 2 + hop))
+    frames = sliding_window_view(xp, n)[::hop] * win
+    spec = np.fft.rfft(frames, axis=1)
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    src = np.interp(f, warp_frequencies(f, alpha, sample_rate), f)  # inverse map (monotonic)
+    pos = src / (sample_rate / n)
+    i = np.clip(pos.astype(np.int64), 0, f.size - 2)
+    a = np.clip(pos - i, 0.0, 1.0)
+    mag = np.abs(spec)
+    new_mag = (1.0 - a) * mag[:, i] + a * mag[:, i + 1]
+    # Phase: the nearest source bin's true phase advance per hop, scaled by the frequency ratio and
+    # accumulated (phase-vocoder style), so a partial at f comes out at its warped frequency.
+    j = np.clip(np.rint(pos).astype(np.int64), 0, f.size - 1)
+    phi = np.angle(spec)
+    omega = 2.0 * np.pi * hop * np.arange(f.size) / n
+    dev = np.diff(phi, axis=0) - omega
+    advance = omega + (dev + np.pi) % (2.0 * np.pi) - np.pi  # true phase advance of every input bin
+    ratio = np.where(src > 0, f / np.maximum(src, 1e-9), 1.0)
+    phase = np.cumsum(np.concatenate([phi[:1, j], advance[:, j] * ratio]), axis=0)
+    y_frames = np.fft.irfft(new_mag * np.exp(1j * phase), n, axis=1) * win
+    out = np.zeros(xp.size, dtype=np.float64)
+    norm = np.zeros(xp.size, dtype=np.float64)
+    for q in range(n // hop):  # overlap-add in n / hop block sums (no per-frame loop)
+        blk = y_frames[:, q * hop:(q + 1) * hop].reshape(-1)
+        wblk = np.tile(win[q * hop:(q + 1) * hop] ** 2, y_frames.shape[0])
+        m = min(blk.size, out.size - q * hop)
+        out[q * hop: q * hop + m] += blk[:m]
+        norm[q * hop: q * hop + m] += wblk[:m]
+    y = (out / np.maximum(norm, 1e-3))[n // 2: n // 2 + x.size]
+    px, py = power(x), float(np.dot(y, y)) / y.size
+    return (y * np.sqrt(px / py)).astype(np.float32) if py > 0 else y.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FormantWarp:
+    """Speaker variation by vocal-tract-length perturbation: ``alpha`` uniform in [low, high] with
+    probability ``p`` (else 1.0 = unchanged). alpha > 1 raises formants (shorter vocal tract)."""
+
+    p: float
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> Params:
+        fire = rng.random() < self.p
+        alpha = _u(rng, self.low, self.high)
+        return {"alpha": alpha if fire else 1.0}
+
+    def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
+        return formant_warp(x, float(params["alpha"]), sample_rate)
 
 
 def prepare_rir(h: np.ndarray, max_samples: int) -> np.ndarray:

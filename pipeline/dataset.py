@@ -10,7 +10,8 @@ whole only when everything succeeded):
   phase-vocoder pass from the seed's cached analysis), a time shift limited so the word stays inside
   the window (applied as an offset of the crop), reverb, noise (``pipeline.augment``). FONDO clips:
   1 s cut from the FONDO seeds (chosen in proportion to their length) at a random offset with a
-  random gain.
+  random gain. Both kinds get the optional vocal-tract-length warp (``--p-warp``, speaker variation),
+  so the warp is no cue for "keyword".
 - ``<out>/clips.jsonl``: per clip ``{"path", "class", "source", "params"}``; ``params`` holds every
   drawn value, so ``render_clip`` regenerates a clip from its line alone.
 - ``<out>/manifest.json`` (written last): provenance, classes, counts, background class, the word
@@ -61,13 +62,14 @@ MAX_FIT_RATE = 1.75
 EDGE_GUARD_MS = 25.0
 FONDO_GAIN_DB = (-12.0, 3.0)
 RIR_MAX_S = 1.5
+NO_WARP = {"alpha": 1.0}  # clips.jsonl records without "warp" (--p-warp 0) are not warped
 WAV_SUFFIXES = (".wav",)
 CHUNK_CLIPS = 64
 SPECTRA_CACHE_SEEDS = 64
 AUTO_CLIPS_PER_WORKER = 1000
 PARAM_KEYS = ("per_class", "fondo_minutes", "p_shift", "max_shift_ms", "p_stretch", "stretch_low", "stretch_high",
               "p_pitch", "pitch_semitones", "p_noise", "snr_list", "p_reverb", "rirs_root", "use_fondo_as_noise",
-              "seed")
+              "seed", "p_warp", "warp_low", "warp_high")
 
 
 # ---- inputs ------------------------------------------------------------------------------------------
@@ -113,6 +115,7 @@ class Recipe:
     reverb: A.Reverb
     fondo_gain: A.Gain
     max_shift_ms: float
+    warp: A.FormantWarp = dataclasses.field(default_factory=lambda: A.FormantWarp(0.0, 1.0, 1.0))
 
 
 def scan_seeds(seeds_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[str]]:
@@ -210,6 +213,7 @@ def make_recipe(params: dict[str, Any], bank: Bank) -> Recipe:
         reverb=A.Reverb(params["p_reverb"], bank.rirs),
         fondo_gain=A.Gain(*FONDO_GAIN_DB),
         max_shift_ms=float(params["max_shift_ms"]),
+        warp=A.FormantWarp(params["p_warp"], params["warp_low"], params["warp_high"]),
     )
 
 
@@ -231,6 +235,8 @@ def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_inde
         k = int(rng.choice(len(group), p=lengths / lengths.sum()))
         offset = int(rng.integers(0, max(1, group[k].audio.size - CLIP_SAMPLES + 1)))
         params: dict[str, Any] = {"offset": offset, **recipe.fondo_gain.sample(rng)}
+        if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
+            params["warp"] = recipe.warp.sample(rng)
         return {"path": clip_name(cls, clip_index, total), "class": cls, "source": group[k].source, "params": params}
     s = group[clip_index % len(group)]  # round robin over the class's seeds
     assert s.word is not None
@@ -256,6 +262,8 @@ def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_inde
         "reverb": reverb,
         "noise": noise,
     }
+    if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
+        params["warp"] = recipe.warp.sample(rng)
     return {"path": clip_name(cls, clip_index, total), "class": cls, "source": s.source, "params": params}
 
 
@@ -295,6 +303,7 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
         y = x[o: o + CLIP_SAMPLES]
         if y.size < CLIP_SAMPLES:  # FONDO recording shorter than 1 s: loop it
             y = np.tile(x, -(-CLIP_SAMPLES // x.size) + 1)[o: o + CLIP_SAMPLES]
+        y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
         y = recipe.fondo_gain.apply(y, SAMPLE_RATE, p)
         return A.protect_clipping(y)
     start, end = p["word"]
@@ -314,6 +323,7 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
         lead = A.PV_N_FFT // 2
         y = A.synthesise(spectra, first - region_lo - lead * tempo, tempo, float(p["semitones"]),
                          CLIP_SAMPLES + lead)[lead:]
+    y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
     y = recipe.reverb.apply(y, SAMPLE_RATE, p["reverb"])
     y = recipe.noise.apply(y, SAMPLE_RATE, p["noise"])
     return A.protect_clipping(y)
@@ -395,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-fondo-as-noise", action=argparse.BooleanOptionalAction,
                    help="mix FONDO seed audio as noise (else synthetic noise)")
     p.add_argument("--seed", type=int, help="master seed (same seed => byte-identical clips)")
+    p.add_argument("--p-warp", type=float, default=0.0,
+                   help="probability of a vocal-tract-length (formant) warp, keyword and FONDO clips")
+    p.add_argument("--warp-low", type=float, default=1.0, help="smallest warp factor (< 1: longer vocal tract)")
+    p.add_argument("--warp-high", type=float, default=1.0, help="largest warp factor (> 1: shorter vocal tract)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes; default: all cores for big runs, 1 for small ones "
                         "(the output bytes do not depend on it)")
@@ -414,6 +428,8 @@ def effective_params(args: argparse.Namespace) -> dict[str, Any]:
     if errors:
         die("invalid dataset parameters: " + "; ".join(
             f"--{str(e.absolute_path[0]).replace('_', '-') if e.absolute_path else '?'}: {e.message}" for e in errors))
+    if params["warp_low"] > params["warp_high"]:
+        die(f"--warp-low {params['warp_low']} is above --warp-high {params['warp_high']}; swap them")
     if params["stretch_low"] > params["stretch_high"]:
         die(f"--stretch-low {params['stretch_low']} is above --stretch-high {params['stretch_high']}; swap them")
     if params["snr_list"] and isinstance(params["snr_list"], list):
