@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ OPTIMISTIC_NOTE = (
     "and rooms. Measure on recordings that were never seeds for a real figure."
 )
 # Flags whose defaults come from the params file (pipeline/params/<preset>/train.toml).
-HYPERPARAMS = ("epochs", "batch_size", "lr", "early_stop", "patience", "min_delta", "rnn", "rnn_hidden", "seed")
+HYPERPARAMS = ("epochs", "batch_size", "lr", "early_stop", "patience", "min_delta", "rnn", "rnn_hidden", "seed",
+               "spec_augment_p", "spec_time_masks", "spec_time_width", "spec_freq_masks", "spec_freq_width")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,43 @@ class TrainSettings:
     patience: int
     min_delta: float
     seed: int
+    spec: SpecAugment = field(default_factory=lambda: SpecAugment(0.0, 0, 0, 0, 0))
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """SpecAugment (Park et al. 2019) on training batches: with probability ``p`` per clip, up to
+    ``time_masks`` spans of 0..``time_width`` frames and ``freq_masks`` bands of 0..``freq_width`` mel
+    bins are set to the clip's mean feature value. Val/test features are never masked."""
+
+    p: float
+    time_masks: int
+    time_width: int
+    freq_masks: int
+    freq_width: int
+
+    @property
+    def active(self) -> bool:
+        return self.p > 0 and ((self.time_masks > 0 and self.time_width > 0)
+                               or (self.freq_masks > 0 and self.freq_width > 0))
+
+    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Masked copy of a batch ``(b, 1, frames, mels)``; the input is not modified."""
+        y = np.array(x, dtype=np.float32, copy=True)
+        b, _, n_t, n_f = y.shape
+        fire = rng.random(b) < self.p
+        fill = y.mean(axis=(1, 2, 3))
+        t_idx, f_idx = np.arange(n_t), np.arange(n_f)
+        for axis, count, width, idx in ((2, self.time_masks, self.time_width, t_idx),
+                                        (3, self.freq_masks, self.freq_width, f_idx)):
+            size = idx.size
+            w = rng.integers(0, min(width, size) + 1, size=(b, count))
+            start = rng.integers(0, size, size=(b, count)) % np.maximum(size - w + 1, 1)
+            hit = ((idx[None, None, :] >= start[..., None]) & (idx[None, None, :] < (start + w)[..., None])).any(1)
+            hit &= fire[:, None]
+            shape = (b, 1, size, 1) if axis == 2 else (b, 1, 1, size)
+            y = np.where(hit.reshape(shape), fill[:, None, None, None], y)
+        return y.astype(np.float32)
 
 
 @dataclass
@@ -174,7 +212,10 @@ def train_model(
         for s in tqdm(starts, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False,
                       disable=not progress):
             sel = np.sort(order[s:s + settings.batch_size])  # sorted: contiguous-ish gathers, same batch set
-            xb = torch.from_numpy(x_train[sel]).contiguous(memory_format=torch.channels_last)
+            xs = x_train[sel]
+            if settings.spec.active:  # a generator per (seed, epoch, batch): reproducible, nothing global
+                xs = settings.spec.apply(xs, np.random.default_rng([settings.seed, epoch, s]))
+            xb = torch.from_numpy(xs).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(y_train[sel])
             opt.zero_grad(set_to_none=True)
             out = model(xb)
@@ -310,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rnn", choices=("gru", "lstm"), help="recurrent layer")
     p.add_argument("--rnn-hidden", type=int, help="hidden units per RNN direction")
     p.add_argument("--seed", type=int, help="seed for initialisation and batch order")
+    p.add_argument("--spec-augment-p", type=float, default=0.0,
+                   help="SpecAugment: probability that a training clip is masked (0 = off)")
+    p.add_argument("--spec-time-masks", type=int, default=0, help="SpecAugment: time masks per clip")
+    p.add_argument("--spec-time-width", type=int, default=0, help="SpecAugment: widest time mask, frames (10 ms)")
+    p.add_argument("--spec-freq-masks", type=int, default=0, help="SpecAugment: frequency masks per clip")
+    p.add_argument("--spec-freq-width", type=int, default=0, help="SpecAugment: widest frequency mask, mel bins")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are reproducible for a fixed count)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="per-batch progress bar (default: when stderr is a terminal)")
@@ -329,6 +376,9 @@ def _validate(args: argparse.Namespace) -> None:
         (args.min_delta >= 0, "--min-delta must be >= 0"),
         (args.rnn_hidden >= 1, "--rnn-hidden must be >= 1"),
         (args.threads >= 1, "--threads must be >= 1"),
+        (0.0 <= args.spec_augment_p <= 1.0, "--spec-augment-p must be in [0, 1]"),
+        (min(args.spec_time_masks, args.spec_time_width, args.spec_freq_masks, args.spec_freq_width) >= 0,
+         "--spec-time-masks/--spec-time-width/--spec-freq-masks/--spec-freq-width must be >= 0"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -374,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("CRNN %s: %d parameters; %d threads", config.as_dict(), sum(p.numel() for p in model.parameters()),
              args.threads)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, early_stop=args.early_stop,
-                             patience=args.patience, min_delta=args.min_delta, seed=args.seed)
+                             patience=args.patience, min_delta=args.min_delta, seed=args.seed,
+                             spec=SpecAugment(args.spec_augment_p, args.spec_time_masks, args.spec_time_width,
+                                              args.spec_freq_masks, args.spec_freq_width))
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
     result = train_model(model, x_tr, y_tr, x_va, y_va, settings, progress=progress)
