@@ -87,10 +87,10 @@ def test_ci_script_is_strict_bash() -> None:
 
 
 def test_ci_params_preset_is_complete_and_valid() -> None:
-    """.ci/params (the CI's preset) has every stage file the smoke preset has, each valid for its schema."""
+    """pipeline/params/ci (the CI's preset) has every stage file the smoke preset has, each valid for its schema."""
     from pipeline.cli import load_params
 
-    ci_dir, smoke_dir = ROOT / ".ci" / "params", ROOT / "pipeline" / "params" / "smoke"
+    ci_dir, smoke_dir = ROOT / "pipeline" / "params" / "ci", ROOT / "pipeline" / "params" / "smoke"
     names = sorted(p.name for p in smoke_dir.glob("*.toml"))
     assert sorted(p.name for p in ci_dir.glob("*.toml")) == names
     for name in names:
