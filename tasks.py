@@ -3,7 +3,10 @@
     invoke --list
 """
 
-from invoke import Collection
+import shlex
+import sys
+
+from invoke import Collection, Exit, task
 
 from device import tasks as board_tasks
 from pulsar2 import tasks as pulsar2_tasks
@@ -18,11 +21,6 @@ ns.add_collection(pulsar2_tasks.pulsar2)
 
 # ==== images, Docker daemon, CI (issue 5; the work is in make and docker/*.py) =====================
 # docker/ is deliberately not a Python package (it would shadow the Docker SDK), so these tasks stay here.
-import shlex
-import sys
-
-from invoke import Exit, task
-
 IMAGE_NAMES = ("train", "pulsar2-emulator", "board-emulator")
 
 
