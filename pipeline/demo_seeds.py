@@ -2,7 +2,9 @@
 
 So a new user's ``make all`` works with no recordings of their own. Output (replaced as a whole):
 ``<out>/<WORD>/000_<word>.wav`` (16 kHz mono 16-bit, ~1.7 s, the word inside quiet room noise),
-``<out>/FONDO/00k_<kind>.wav`` (brown noise, pink noise, mains hum with harmonics, fan noise; 4 s each)
+``<out>/FONDO/00k_<kind>.wav`` (brown noise, pink noise, mains hum with harmonics, fan noise; 4 s each),
+``<out>/FONDO/speech_neg_NNN.wav`` (about a minute of keyword-free Spanish speech and near-miss words in the
+training voice, ``pipeline.speech_negatives``, so the model learns that talk is background)
 and ``<out>/README.md`` saying how they were made. Deterministic: the same espeak-ng version gives the
 same bytes. Only ONE voice is used for training seeds (TRAIN_VOICE); held-out evaluation must use
 other voices.
@@ -44,6 +46,8 @@ WORD_ONSET_S = 0.4  # where the word starts in the seed
 WORD_PEAK = 0.5  # word peak level after normalisation (about -6 dBFS)
 ROOM_NOISE_DBFS = -55.0  # light pink room noise under the word
 FONDO_LENGTH_S = 4.0
+SPEECH_NEG_MINUTES = 1.0  # keyword-free speech in FONDO (measured: docs/results.md)
+SPEECH_NEG_FILE_S = 15.0
 MASTER_SEED = 20251123
 
 
@@ -135,7 +139,7 @@ recognises this synthetic voice, not people.
 | Folder | Content |
 |---|---|
 | {", ".join(f"`{w}/`" for w in WORDS)} | `000_<word>.wav`: the word spoken by espeak-ng, {SEED_LENGTH_S} s, word starting at {WORD_ONSET_S} s, peak {WORD_PEAK}, over pink room noise at {ROOM_NOISE_DBFS:.0f} dBFS |
-| `FONDO/` | {", ".join(name for name, _ in BACKGROUNDS)}: {FONDO_LENGTH_S:.0f} s each |
+| `FONDO/` | {", ".join(name for name, _ in BACKGROUNDS)}: {FONDO_LENGTH_S:.0f} s each; `speech_neg_NNN.wav`: about {SPEECH_NEG_MINUTES:g} min of keyword-free Spanish speech |
 
 All files: 16 kHz, mono, 16-bit PCM WAV.
 
@@ -155,6 +159,14 @@ All files: 16 kHz, mono, 16-bit PCM WAV.
 - `mains_hum`: 50 Hz with harmonics 2, 3, 4, 5, 7, 9, slow 0.3 Hz level wobble, faint white noise.
 - `fan_noise`: low-passed (800 Hz) air noise amplitude-modulated at a 118 Hz blade rate, plus the blade tone
   and its second harmonic.
+
+## Speech negatives (FONDO)
+
+`speech_neg_NNN.wav`: generated sentences, everyday phrases and near-miss words ("salimos", "repetimos",
+"cancelé", "principios", ...) spoken by the training voice at a few speeds and pitches with short pauses
+(`python -m pipeline.speech_negatives`). Without speech in FONDO the model calls ordinary talk a command.
+The texts are disjoint from the held-out evaluation texts (`pipeline.holdout_tts`). Add them to your own
+seeds with `python -m pipeline.speech_negatives --out <seeds>/FONDO`.
 
 All randomness comes from fixed seeds (base {MASTER_SEED}), so the same espeak-ng version gives the same files.
 
@@ -184,9 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = int(FONDO_LENGTH_S * SAMPLE_RATE)
         for k, (name, make) in enumerate(BACKGROUNDS):
             write_wav(tmp / BACKGROUND_CLASS / f"{k:03d}_{name}.wav", make(n, MASTER_SEED + 100 + k), SAMPLE_RATE)
+        from pipeline.speech_negatives import write_negatives
+
+        n_speech = len(write_negatives(tmp / BACKGROUND_CLASS, SPEECH_NEG_MINUTES, SPEECH_NEG_FILE_S))
         atomic_write_text(tmp / "README.md", readme(version))
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    print(f"demo seeds: {len(WORDS)} words ({TRAIN_VOICE}) + {len(BACKGROUNDS)} backgrounds in {args.out}/ "
+    print(f"demo seeds: {len(WORDS)} words ({TRAIN_VOICE}) + {len(BACKGROUNDS)} backgrounds + {n_speech} speech negatives in {args.out}/ "
           f"({total / 1e6:.2f} MB)")
     return 0
 

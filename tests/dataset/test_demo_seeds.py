@@ -39,8 +39,10 @@ def test_generated_set_layout_and_format(generated: Path) -> None:
         # the word sits inside the recording with quiet room noise around it
         assert 0.3 < span.start / 16000 < 0.5 and span.end / 16000 < info.duration - 0.2
         assert span.peak_dbfs - span.floor_dbfs > 30
-    fondo = sorted((generated / "FONDO").glob("*.wav"))
+    fondo = sorted((generated / "FONDO").glob("0*.wav"))
     assert [p.stem.split("_", 1)[1] for p in fondo] == ["brown_noise", "pink_noise", "mains_hum", "fan_noise"]
+    speech = sorted((generated / "FONDO").glob("speech_neg_*.wav"))  # keyword-free talk (pipeline.speech_negatives)
+    assert speech and sum(sf.info(str(p)).duration for p in speech) >= 60 * demo_seeds.SPEECH_NEG_MINUTES
     for p in fondo:
         x = load_audio(p)
         assert x.size == 4 * 16000 and 0.005 < float(np.sqrt(np.mean(x * x))) < 0.3
@@ -68,7 +70,7 @@ def test_generator_is_deterministic_and_matches_the_committed_set(generated: Pat
 
 def test_committed_set_is_small_and_valid_dataset_input() -> None:
     total = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
-    assert total < 1.5e6
+    assert total < 3.5e6  # ~1 MB of words and noises + ~1.9 MB of speech negatives
     bank, conversions, skipped, _ = dataset.load_bank(COMMITTED, "")
     assert bank.classes == tuple(sorted([*demo_seeds.WORDS, "FONDO"]))
     assert conversions == [] and skipped == []
