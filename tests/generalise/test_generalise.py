@@ -165,3 +165,21 @@ def test_speech_negatives_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     assert run_main(SN.main, ["--out", str(tmp_path / "o"), "--minutes", "0"]) == 2
     (tmp_path / "file").write_text("x")
     assert run_main(SN.main, ["--out", str(tmp_path / "file")]) == 2
+
+
+def test_noise_exclude_keeps_matching_fondo_files_out_of_the_noise_pool(synthetic_seeds: Path) -> None:  # noqa: F811
+    fondo = sorted(p.name for p in (synthetic_seeds / "FONDO").glob("*.wav"))
+    assert len(fondo) >= 2
+    assert dataset.excluded_from_noise(f"FONDO/{fondo[0]}", f"x_*, {fondo[0]}")
+    assert not dataset.excluded_from_noise(f"FONDO/{fondo[1]}", f"{fondo[0]}")
+    assert not dataset.excluded_from_noise(f"FONDO/{fondo[0]}", "")
+    bank, *_ = dataset.load_bank(synthetic_seeds, "")
+    smoke = Path(dataset.__file__).parent / "params" / "smoke" / "dataset.toml"
+    from pipeline.cli import load_params
+
+    params = {**load_params(smoke, "dataset"), "use_fondo_as_noise": True}
+    everything = dataset.make_recipe({**params, "noise_exclude": ""}, bank).noise.sources
+    kept = dataset.make_recipe({**params, "noise_exclude": fondo[0]}, bank).noise.sources
+    assert len(everything) == len(fondo) and len(kept) == len(fondo) - 1
+    assert not any(np.array_equal(k, bank.fondo[0].audio) for k in kept)
+    assert dataset.make_recipe({**params, "noise_exclude": "*"}, bank).noise.sources == ()
