@@ -180,14 +180,15 @@ HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
 HOLDOUT_STAMP := $(B)/eval-holdout.path
 HOLDOUT_FILES := $(if $(HOLDOUT),$(wildcard $(HOLDOUT)/*/ $(HOLDOUT)/*/*.wav $(HOLDOUT)/*/*.WAV $(HOLDOUT)/manifest.json),$(HOLDOUT_TTS))
 EVAL_PY       := pipeline/evaluate.py pipeline/detect.py pipeline/infer.py pipeline/features.py pipeline/audio.py \
-                 pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/augment.py pipeline/speech_negatives.py
+                 pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/augment.py pipeline/speech_negatives.py \
+                 pipeline/tts.py
 
 holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices training never uses) + Spanish negatives
 eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
 
 # espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
 $(HOLDOUT_TTS): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
-                pipeline/speech_negatives.py $(COMMON_PY)
+                pipeline/speech_negatives.py pipeline/tts.py $(COMMON_PY)
 	$(PYTHON) -m pipeline.holdout_tts --out $(@D)
 
 $(HOLDOUT_STAMP): $(if $(filter-out $(HOLDOUT_DIR),$(file <$(HOLDOUT_STAMP))),holdout-changed)

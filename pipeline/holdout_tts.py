@@ -21,21 +21,18 @@ Example::
 from __future__ import annotations
 
 import argparse
-import io
 import logging
-import shutil
-import subprocess
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
-from pipeline.audio import resample, wav_bytes
+from pipeline.audio import wav_bytes
 from pipeline.cli import csv_floats, die, run_main, setup_logging
 from pipeline.io import atomic_dir, atomic_write_json, sha256_bytes
+from pipeline.tts import espeak_binary, espeak_version, speak
 
 log = logging.getLogger(__name__)
 
@@ -156,33 +153,6 @@ def negative_text(rng: np.random.Generator, n_sentences: int) -> str:
 
 
 # ---- audio -------------------------------------------------------------------------------------------
-
-def espeak_binary() -> str:
-    path = shutil.which("espeak-ng")
-    if path is None:
-        die("espeak-ng: not found on PATH; install it (Debian/Ubuntu: apt-get install espeak-ng)")
-    return str(path)
-
-
-def espeak_version(espeak: str) -> str:
-    r = subprocess.run([espeak, "--version"], capture_output=True, text=True, check=False, timeout=30)
-    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else "unknown"
-
-
-def speak(text: str, voice: str, speed_wpm: int, pitch: int, espeak: str) -> np.ndarray:
-    """espeak-ng speech as float32 mono at 16 kHz."""
-    cmd = [espeak, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-b", "1", "--stdout", text]
-    r = subprocess.run(cmd, capture_output=True, check=False, timeout=120)
-    if r.returncode != 0 or not r.stdout:
-        die(f"espeak-ng -v {voice}: failed (status {r.returncode}: {r.stderr.decode(errors='replace').strip()}); "
-            "check the voice exists (`espeak-ng --voices=es`, `--voices=variant`)")
-    try:
-        with sf.SoundFile(io.BytesIO(r.stdout)) as f:
-            data, sr = f.read(dtype="float32"), int(f.samplerate)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        die(f"espeak-ng -v {voice}: its --stdout output is not a readable WAV ({e}); check the espeak-ng install")
-    return resample(data, sr, SAMPLE_RATE)
-
 
 def colored_noise(kind: str, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS white, pink (1/f power) or brown (1/f² power) noise."""

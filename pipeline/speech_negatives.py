@@ -22,18 +22,15 @@ Example (add speech negatives to your own seeds)::
 from __future__ import annotations
 
 import argparse
-import io
 import logging
-import shutil
-import subprocess
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from pipeline.audio import resample, write_wav
+from pipeline import tts
+from pipeline.audio import write_wav
 from pipeline.cli import die, run_main, setup_logging
 
 log = logging.getLogger(__name__)
@@ -116,26 +113,9 @@ def utterance(rng: np.random.Generator) -> str:
     return text
 
 
-def espeak_binary() -> str:
-    path = shutil.which("espeak-ng")
-    if path is None:
-        die("espeak-ng: not found on PATH; install it (Debian/Ubuntu: apt-get install espeak-ng)")
-    return str(path)
-
-
 def speak(text: str, voice: str, speed_wpm: int, pitch: int, espeak: str) -> np.ndarray:
     """espeak-ng speech as float32 mono at 16 kHz, leading/trailing silence trimmed."""
-    cmd = [espeak, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-b", "1", "--stdout", text]
-    r = subprocess.run(cmd, capture_output=True, check=False, timeout=120)
-    if r.returncode != 0 or not r.stdout:
-        die(f"espeak-ng -v {voice}: failed (status {r.returncode}: {r.stderr.decode(errors='replace').strip()}); "
-            "check the voice exists (`espeak-ng --voices=es`)")
-    try:
-        with sf.SoundFile(io.BytesIO(r.stdout)) as f:
-            data, sr = f.read(dtype="float32"), int(f.samplerate)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        die(f"espeak-ng -v {voice}: its --stdout output is not a readable WAV ({e}); check the espeak-ng install")
-    return trim_silence(resample(data, sr, SAMPLE_RATE))
+    return trim_silence(tts.speak(text, voice, speed_wpm, pitch, espeak))
 
 
 def trim_silence(x: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
@@ -172,7 +152,7 @@ def write_negatives(out: Path, minutes: float, file_s: float, seed: int = MASTER
     from pipeline.demo_seeds import TRAIN_VOICE
 
     voice = voice or TRAIN_VOICE
-    espeak = espeak_binary()
+    espeak = tts.espeak_binary()
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     total, k = 0.0, 0
