@@ -1,14 +1,16 @@
-"""Speech negatives for FONDO: keyword-free Spanish words, phrases and near-miss words, TRAINING voice only.
+"""Speech negatives for FONDO: keyword-free Spanish words, phrases and near-miss words, TRAINING voices only.
 
 A model that has only heard noise as FONDO calls any speech a command (hundreds of false accepts per
 hour on ordinary talk). This writes files of continuous keyword-free speech into a FONDO folder so the
 background class also covers talk: generated sentences, fixed phrases and near-miss words ("salimos",
-"repetimos", "cancelaron", "principios", ...) spoken by espeak-ng with the training voice
-(``pipeline.demo_seeds.TRAIN_VOICE``) at a few speeds and pitches. The pauses between utterances are
+"repetimos", "cancelaron", "principios", ...) spoken by espeak-ng at a few speeds and pitches, each
+utterance by the next of the training-side voices (``--voices``; default: the demo seeds' voice
+``pipeline.demo_seeds.TRAIN_VOICE`` and the sixteen ``pipeline.tts.TRAINING_VOICES``, so FONDO holds
+talk by many speakers, not only the one who recorded the commands). The pauses between utterances are
 short (``PAUSE_S``), so every 1 s FONDO clip the dataset stage cuts from these files holds speech.
 
 Leak rules (checked by tests): the text lists here are disjoint from ``pipeline.holdout_tts``'s
-evaluation texts, and the voice is never one of its evaluation voices.
+evaluation texts, and no voice shares a speaker with its evaluation voices.
 
 Inputs -> outputs: espeak-ng -> ``<out>/speech_neg_NNN.wav`` (16 kHz mono PCM_16, each written
 atomically; other files in ``<out>`` are left alone). Deterministic for a given ``--seed`` and
@@ -124,8 +126,10 @@ def trim_silence(x: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     return x[loud[0]: loud[-1] + 1] if loud.size else x[:0]
 
 
-def speech_file(index: int, seconds: float, voice: str, espeak: str, seed: int) -> tuple[np.ndarray, list[str]]:
-    """About ``seconds`` of utterances separated by short pauses; returns the audio and the texts."""
+def speech_file(index: int, seconds: float, voices: Sequence[str], espeak: str,
+                seed: int) -> tuple[np.ndarray, list[str]]:
+    """About ``seconds`` of utterances separated by short pauses, utterance ``j`` by ``voices[j % len]``
+    (starting at ``index``); returns the audio and the texts."""
     from pipeline.augment import coloured_noise
 
     rng = np.random.default_rng([seed, 0, index])
@@ -135,7 +139,7 @@ def speech_file(index: int, seconds: float, voice: str, espeak: str, seed: int) 
     while n < seconds * SAMPLE_RATE:
         text = utterance(rng)
         speed, pitch = int(rng.choice(SPEEDS_WPM)), int(rng.choice(PITCHES))
-        speech = speak(text, voice, speed, pitch, espeak)
+        speech = speak(text, voices[(index + len(texts)) % len(voices)], speed, pitch, espeak)
         speech = speech * np.float32(PEAK / max(float(np.max(np.abs(speech))), 1e-9))
         pause = np.zeros(int(rng.uniform(*PAUSE_S) * SAMPLE_RATE), dtype=np.float32)
         parts += [speech, pause]
@@ -146,18 +150,33 @@ def speech_file(index: int, seconds: float, voice: str, espeak: str, seed: int) 
     return (audio + floor).astype(np.float32), texts
 
 
-def write_negatives(out: Path, minutes: float, file_s: float, seed: int = MASTER_SEED,
-                    voice: str | None = None) -> list[Path]:
-    """Write ``speech_neg_NNN.wav`` files totalling about ``minutes`` into ``out``; returns their paths."""
+def default_voices() -> list[str]:
+    """The demo seeds' voice and pipeline.tts.TRAINING_VOICES: every speaker training may hear."""
     from pipeline.demo_seeds import TRAIN_VOICE
 
-    voice = voice or TRAIN_VOICE
+    return [TRAIN_VOICE, *tts.TRAINING_VOICES]
+
+
+def check_voices(voices: Sequence[str]) -> None:
+    """die() unless every voice is a training-side voice (an evaluation speaker here would leak)."""
+    allowed = {tts.speaker(v) for v in default_voices()}
+    bad = [v for v in voices if tts.speaker(v) not in allowed]
+    if bad:
+        die(f"--voices {','.join(bad)}: not training-side voices; choose from {','.join(default_voices())} "
+            "(pipeline/tts.py TRAINING_VOICES; evaluation voices must stay unheard)")
+
+
+def write_negatives(out: Path, minutes: float, file_s: float, seed: int = MASTER_SEED,
+                    voices: Sequence[str] | None = None) -> list[Path]:
+    """Write ``speech_neg_NNN.wav`` files totalling about ``minutes`` into ``out``; returns their paths."""
+    voices = list(voices or default_voices())
+    check_voices(voices)
     espeak = tts.espeak_binary()
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     total, k = 0.0, 0
     while total < minutes * 60.0:
-        audio, texts = speech_file(k, min(file_s, minutes * 60.0 - total), voice, espeak, seed)
+        audio, texts = speech_file(k, min(file_s, minutes * 60.0 - total), voices, espeak, seed)
         path = out / f"{FILE_PREFIX}{k:03d}.wav"
         write_wav(path, audio, SAMPLE_RATE)
         log.info("%s: %.1f s, %d utterances", path, audio.size / SAMPLE_RATE, len(texts))
@@ -174,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=1.0, help="total speech to write, minutes")
     p.add_argument("--file-s", type=float, default=15.0, help="length of each file, seconds")
     p.add_argument("--seed", type=int, default=MASTER_SEED, help="master seed (same seed => same files)")
+    p.add_argument("--voices", help="comma-separated espeak-ng voices, each a training-side voice "
+                                    "(default: pipeline.demo_seeds.TRAIN_VOICE and pipeline.tts.TRAINING_VOICES)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
@@ -181,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(f"--minutes {args.minutes} / --file-s {args.file_s}: need minutes > 0 and file-s >= 1")
     if args.out.exists() and not args.out.is_dir():
         die(f"{args.out}: exists and is not a folder; pass the FONDO folder of your seeds")
-    paths = write_negatives(args.out, args.minutes, args.file_s, args.seed)
-    print(f"speech negatives: {len(paths)} files in {args.out}/ ({args.minutes:g} min, training voice only)")
+    voices = [v.strip() for v in args.voices.split(",") if v.strip()] if args.voices else default_voices()
+    paths = write_negatives(args.out, args.minutes, args.file_s, args.seed, voices)
+    print(f"speech negatives: {len(paths)} files in {args.out}/ ({args.minutes:g} min, "
+          f"{len(voices)} training-side voice(s), no evaluation speaker)")
     return 0
 
 

@@ -1,4 +1,9 @@
-"""espeak-ng as a speech source: the held-out voices (holdout_tts) and the training-voice speech negatives.
+"""espeak-ng as a speech source: the held-out voices (holdout_tts) and the training-side speech negatives.
+
+The voice split is by SPEAKER: an espeak-ng voice is ``language+variant`` and the variant (``f3``,
+``m1``, ``adam``) carries the speaker's parameters (pitch, formants), so ``es+f3`` and ``es-419+f3`` are
+the same speaker. ``TRAINING_VOICES`` may be used by the training side (speech negatives, demo seeds);
+``pipeline.holdout_tts.EVAL_VOICES`` only by evaluation; ``check_voice_split`` refuses any shared speaker.
 
     from pipeline.tts import espeak_binary, speak
     audio = speak("salir", "es-419+f3", 150, 50, espeak_binary())   # float32 mono, 16 kHz
@@ -9,6 +14,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from collections.abc import Iterable
 
 import numpy as np
 import soundfile as sf
@@ -17,6 +23,32 @@ from pipeline.audio import resample
 from pipeline.cli import die
 
 SAMPLE_RATE = 16000
+
+# The espeak-ng voices the TRAINING side may use besides the demo seeds' voice (pipeline.demo_seeds.TRAIN_VOICE):
+# sixteen variants (speakers) that are not evaluation speakers, alternating Spain / Latin-American Spanish.
+TRAINING_VOICES: tuple[str, ...] = (
+    "es-419+m1", "es+m8", "es-419+adam", "es+Alex", "es-419+Alicia", "es+antonio", "es-419+belinda", "es+benjamin",
+    "es-419+david", "es+edward", "es-419+gustave", "es+miguel", "es-419+steph", "es+anika", "es-419+grandma",
+    "es+travis",
+)
+
+
+def speaker(voice: str) -> str:
+    """The speaker identity of a voice, case-insensitive: the variant of an espeak-ng ``language+variant``
+    voice (``es+f3`` and ``es-419+f3`` are one speaker), else the whole name (a bare ``es-419``, a person)."""
+    name = voice.strip().lower()
+    _, plus, variant = name.partition("+")
+    return variant if plus and variant else name
+
+
+def check_voice_split(eval_voices: Iterable[str], train_voices: Iterable[str]) -> None:
+    """Raise ValueError if an evaluation voice shares its speaker (variant) with a training voice."""
+    train = {speaker(v): v for v in train_voices}
+    overlap = sorted(f"{v} (speaker {speaker(v)!r}, training voice {train[speaker(v)]})"
+                     for v in eval_voices if speaker(v) in train)
+    if overlap:
+        raise ValueError(f"evaluation voices {overlap} share a speaker with the training side; "
+                         "remove them from pipeline.holdout_tts.EVAL_VOICES or pipeline.tts.TRAINING_VOICES")
 
 
 def espeak_binary() -> str:

@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from pipeline import augment as A
-from pipeline import dataset, holdout_tts
+from pipeline import dataset, holdout_tts, tts
 from pipeline import speech_negatives as SN
-from pipeline.cli import run_main
+from pipeline.cli import StageError, run_main
 from pipeline.demo_seeds import TRAIN_VOICE
 from pipeline.train import SpecAugment
 from tests.conftest import synthetic_seeds  # noqa: F401  (fixture)
@@ -126,15 +126,18 @@ def test_speech_negative_texts_are_disjoint_from_the_evaluation_texts() -> None:
     assert not {SN.fold(w) for w in holdout_tts.NEAR_MISS_WORDS} & our_words
 
 
-def test_speech_negatives_contain_no_command_word_and_use_the_training_voice_only() -> None:
+def test_speech_negatives_contain_no_command_word_and_use_training_voices_only() -> None:
     assert tuple(SN.KEYWORDS) == tuple(holdout_tts.KEYWORDS)
     for t in _all_texts(SN):
         assert SN.keyword_hits(t) == [], t
     rng = np.random.default_rng(0)
     for _ in range(200):
         assert SN.keyword_hits(SN.utterance(rng)) == []
-    eval_voices = {holdout_tts.normalise_voice(holdout_tts.voice_id(*v)) for v in holdout_tts.EVAL_VOICES}
-    assert holdout_tts.normalise_voice(TRAIN_VOICE) not in eval_voices
+    eval_speakers = {tts.speaker(holdout_tts.voice_id(*v)) for v in holdout_tts.EVAL_VOICES}
+    assert SN.default_voices()[0] == TRAIN_VOICE and len(SN.default_voices()) == 1 + len(tts.TRAINING_VOICES)
+    assert not {tts.speaker(v) for v in SN.default_voices()} & eval_speakers
+    with pytest.raises(StageError, match=r"es-419\+f2"):  # an evaluation speaker is refused, whatever its language
+        SN.check_voices(["es-419+m1", "es-419+f2"])
     assert SN.keyword_hits("Quiero salir ya") == ["salir"] and SN.keyword_hits("Salimos ya") == []
 
 
