@@ -90,7 +90,7 @@ QUANT      := $(B)/reports/quant_report.json
 INDEX      := $(B)/artifacts.txt
 
 .PHONY: all dataset features train onnx calib npu-inputs config axmodel quant-report \
-        demo-seeds test clean help where holdout-tts eval
+        demo-seeds test clean help where holdout-tts holdout-dev detector eval
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
@@ -175,6 +175,8 @@ $(BOARD_EMU): docker/board-emulator.Dockerfile docker/board-requirements.lock do
 # make eval HOLDOUT=<dir>: one folder per class (FONDO = keyword-free audio); default: the TTS holdout.
 # The holdout path is remembered in a stamp so that switching HOLDOUT re-runs the evaluation.
 HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
+HOLDOUT_DEV   := $(B)/holdout-dev/manifest.json
+DETECTOR      := $(B)/detector/settings.json
 EVAL          := $(B)/eval/summary.json
 HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
 HOLDOUT_STAMP := $(B)/eval-holdout.path
@@ -184,6 +186,8 @@ EVAL_PY       := pipeline/evaluate.py pipeline/detect.py pipeline/infer.py pipel
                  pipeline/tts.py
 
 holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices training never uses) + Spanish negatives
+holdout-dev: $(HOLDOUT_DEV)    ## espeak-ng development set (neither training nor evaluation voices) for the detector
+detector: $(DETECTOR)          ## detector settings chosen and calibrated on the development set
 eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
 
 # espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
@@ -191,12 +195,19 @@ $(HOLDOUT_TTS): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py
                 pipeline/speech_negatives.py pipeline/tts.py $(COMMON_PY)
 	$(PYTHON) -m pipeline.holdout_tts --out $(@D)
 
+$(HOLDOUT_DEV): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
+                pipeline/speech_negatives.py pipeline/tts.py $(COMMON_PY)
+	$(PYTHON) -m pipeline.holdout_tts --split dev --out $(@D)
+
+$(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(P)/detector.toml pipeline/detector_calib.py $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.detector_calib --params $(P)/detector.toml --onnx $(ONNX) --dev $(B)/holdout-dev --out $(@D)
+
 $(HOLDOUT_STAMP): $(if $(filter-out $(HOLDOUT_DIR),$(file <$(HOLDOUT_STAMP))),holdout-changed)
 	mkdir -p $(@D) && printf '%s\n' '$(HOLDOUT_DIR)' > $@
 
-$(EVAL): $(ONNX) $(DATASET) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
+$(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.evaluate --onnx $(ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
-	    --train-manifest $(DATASET) --seeds $(SEEDS)
+	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
 
 # Always out of date: makes the stamp above rewrite itself when HOLDOUT changes.
 holdout-changed:

@@ -319,6 +319,25 @@ def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_window
     return np.concatenate(out, axis=0).astype(np.float64)
 
 
+# Audio streamed around a keyword clip when measuring whether the detector finds it: a clip that starts
+# with the word flatters long smoothing (the first windows average only what exists), a real stream
+# has quiet before and after the command.
+DEFAULT_CONTEXT_S = 1.0
+
+
+def in_context(audio: np.ndarray, sample_rate: int, context_s: float, seed: int = 0) -> np.ndarray:
+    """``audio`` with ``context_s`` of noise before and after, at the level of its quietest 50 ms frame."""
+    n = int(round(context_s * sample_rate))
+    if n <= 0:
+        return audio
+    frame = max(1, sample_rate // 20)
+    usable = audio[: len(audio) // frame * frame].reshape(-1, frame) if len(audio) >= frame else audio[None, :]
+    floor = float(np.sqrt(np.min(np.mean(usable.astype(np.float64) ** 2, axis=1)))) if usable.size else 0.0
+    rng = np.random.default_rng(seed)
+    before, after = (np.float32(floor) * rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    return np.concatenate([before, np.asarray(audio, dtype=np.float32), after])
+
+
 def wav_files(paths: Iterable[Path]) -> list[Path]:
     """WAV files named directly or found (recursively, sorted) under the given folders."""
     found: list[Path] = []

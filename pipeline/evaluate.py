@@ -39,17 +39,20 @@ import numpy as np
 
 from pipeline.cli import StageError, die, run_main, setup_logging
 from pipeline.detect import (
+    DEFAULT_CONTEXT_S,
     DEFAULT_THRESHOLD_GRID,
     Detector,
     DetectorSettings,
     add_settings_arguments,
     fa_per_hour,
     moving_average,
+    in_context,
     settings_from_args,
     stream_probs,
     with_on_threshold,
 )
 from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from pipeline.tts import speaker
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +151,11 @@ def leak_check(holdout_files: Sequence[Path], holdout_voices: Mapping[str, str],
         shown = "; ".join(f"{p} == {where}" for p, where in same[:5])
         raise LeakError(f"{len(same)} holdout file(s) are training material ({shown}); "
                         "evaluate on recordings that played no part in training")
-    train_norm = {v.strip().lower() for v in train_voices}
-    bad = sorted((f, v) for f, v in holdout_voices.items() if v.strip().lower() in train_norm)
+    train_speakers = {speaker(v) for v in train_voices}
+    bad = sorted((f, v) for f, v in holdout_voices.items() if speaker(v) in train_speakers)
     if bad:
         shown = "; ".join(f"{f}: voice {v}" for f, v in bad[:5])
-        raise LeakError(f"{len(bad)} holdout file(s) use a training voice ({shown}); "
+        raise LeakError(f"{len(bad)} holdout file(s) use a training voice or its speaker ({shown}); "
                         "use other voices (pipeline.holdout_tts EVAL_VOICES)")
     return {"status": "passed", "holdout_files_hashed": len(hashed), "training_hashes": len(train_hashes),
             "training_voices": sorted(train_voices), "holdout_voices": sorted(set(holdout_voices.values()))}
@@ -353,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-leak-check", action="store_true",
                    help="evaluate without training material to compare (recorded as 'skipped' in the summary)")
     p.add_argument("--metrics", type=Path, help="training metrics.json to copy in as optimistic (default: next to --onnx)")
+    p.add_argument("--context-s", type=float, default=DEFAULT_CONTEXT_S,
+                   help="quiet streamed before and after each keyword file when measuring the detector's miss rate, s")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_settings_arguments(p)
     return p
@@ -366,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.provenance import manifest
 
     settings = settings_from_args(args)
+    if args.context_s < 0:
+        die(f"--context-s {args.context_s}: must be >= 0")
     model = OnnxModel(args.onnx)
     classes = model.classes
     try:
@@ -424,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "window_start_s": round(w * settings.hop_s, 4), "confidence": float(probs[w, pred]),
                     "snr_bucket": snr_bucket(m.get("snr_db")), "voice": m.get("voice", "unknown"),
                 })
-                pos_probs.append(probs)
+                # the detector's miss rate: the clip in a stream, with quiet before and after it
+                streamed = in_context(audio, sr, args.context_s, seed=len(pos_probs))
+                pos_probs.append(stream_probs(model, streamed, settings.hop_s))
                 pos_labels.append(classes.index(cls))
             log.info("%s: %d file(s) scored", cls, len(files))
     except AudioError as e:
@@ -467,7 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "manifest": bool(meta)},
         "scoring": {"clips": "argmax of the 1 s window (hop_s apart) with the lowest background probability",
                     "false_accepts": "every detector event on the background-class files",
-                    "miss_rate": "keyword clip on which the streaming detector never fires its class"},
+                    "miss_rate": "keyword clip on which the streaming detector never fires its class, the clip "
+                                 f"streamed with {args.context_s:g} s of quiet (its own floor level) before and after",
+                    "context_s": args.context_s},
     }
     inputs = [args.onnx] + ([args.train_manifest] if args.train_manifest else [])
     summary["provenance"] = manifest(STAGE, inputs=inputs, params={"detector_settings": settings.as_dict()})["provenance"]

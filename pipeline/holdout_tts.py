@@ -47,6 +47,15 @@ EVAL_VOICES: tuple[tuple[str, str], ...] = (
     ("es", "f2"), ("es", "f4"), ("es", "m2"), ("es", "m3"), ("es", "m5"), ("es", "Andrea"),
     ("es-419", "f1"), ("es-419", "f3"), ("es-419", "f5"), ("es-419", "m4"), ("es-419", "m6"), ("es-419", "m7"),
 )
+# The DEVELOPMENT voices: a third set of speakers, neither training nor evaluation, for choosing and
+# calibrating the detector (``--split dev``) without looking at the evaluation set. Its keyword-free
+# files use pipeline.speech_negatives' texts, so no evaluation sentence is heard before evaluation either.
+DEV_VOICES: tuple[tuple[str, str], ...] = (
+    ("es", "grandpa"), ("es-419", "norbert"), ("es", "shelby"), ("es-419", "victor"), ("es", "Marco"),
+    ("es-419", "quincy"),
+)
+SPLITS: dict[str, tuple[tuple[str, str], ...]] = {"eval": EVAL_VOICES, "dev": DEV_VOICES}
+DEFAULT_SEEDS: dict[str, int] = {"eval": 6, "dev": 7}
 SPEEDS_WPM: tuple[int, ...] = (120, 145, 170, 195)       # espeak-ng -s (default 175)
 PITCHES: tuple[int, ...] = (25, 40, 55, 70)               # espeak-ng -p, 0..99 (default 50)
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown")
@@ -94,7 +103,7 @@ COMPLEMENTS: tuple[str, ...] = (
 
 
 def voice_id(language: str, variant: str) -> str:
-    """The espeak-ng ``-v`` argument and the identity compared across training and evaluation."""
+    """The espeak-ng ``-v`` argument (``es+f2``)."""
     return f"{language}+{variant}" if variant else language
 
 
@@ -104,17 +113,27 @@ def normalise_voice(voice: str) -> str:
 
 
 def training_voices() -> list[str]:
-    """The espeak-ng voices the training side uses: pipeline.demo_seeds.TRAIN_VOICE (its default variant)."""
+    """Every espeak-ng voice the training side may use: the demo seeds' voice and pipeline.tts.TRAINING_VOICES."""
     from pipeline.demo_seeds import TRAIN_VOICE
+    from pipeline.tts import TRAINING_VOICES
 
-    return [TRAIN_VOICE]
+    return [TRAIN_VOICE, *TRAINING_VOICES]
 
 
 def check_voice_split(eval_voices: Sequence[str], train_voices: Sequence[str]) -> None:
-    """Raise ValueError if any evaluation voice is also a training voice."""
-    overlap = sorted({normalise_voice(v) for v in eval_voices} & {normalise_voice(v) for v in train_voices})
-    if overlap:
-        raise ValueError(f"evaluation voices {overlap} are also training voices; remove them from EVAL_VOICES")
+    """Raise ValueError if an evaluation voice shares its speaker (espeak-ng variant) with a training voice."""
+    from pipeline.tts import check_voice_split as check
+
+    check(eval_voices, train_voices)
+
+
+def check_splits() -> None:
+    """Training, development and evaluation speakers are three disjoint sets (ValueError otherwise)."""
+    train = training_voices()
+    ev, dev = [voice_id(*v) for v in EVAL_VOICES], [voice_id(*v) for v in DEV_VOICES]
+    check_voice_split(ev, train)
+    check_voice_split(dev, train)
+    check_voice_split(ev, dev)
 
 
 def fold(text: str) -> str:
@@ -133,8 +152,13 @@ def make_rng(seed: int, class_index: int, item_index: int) -> np.random.Generato
     return np.random.default_rng([seed, class_index, item_index])
 
 
-def negative_text(rng: np.random.Generator, n_sentences: int) -> str:
-    """Keyword-free Spanish: generated sentences, fixed phrases and near-miss words, in random order."""
+def negative_text(rng: np.random.Generator, n_sentences: int, split: str = "eval") -> str:
+    """Keyword-free Spanish: generated sentences, fixed phrases and near-miss words, in random order
+    (the evaluation texts here; for the dev split, pipeline.speech_negatives' training texts)."""
+    if split == "dev":
+        from pipeline.speech_negatives import utterance
+
+        return " ".join(utterance(rng) for _ in range(n_sentences))
     parts: list[str] = []
     for _ in range(n_sentences):
         r = rng.random()
@@ -228,7 +252,7 @@ def keyword_item(word: str, class_index: int, item_index: int, voice: tuple[str,
 
 
 def fondo_item(item_index: int, voice: tuple[str, str], seed: int, file_s: float, noisy_fraction: float,
-               snr_db_list: Sequence[float], espeak: str) -> tuple[np.ndarray, dict[str, Any]]:
+               snr_db_list: Sequence[float], espeak: str, split: str = "eval") -> tuple[np.ndarray, dict[str, Any]]:
     rng = make_rng(seed, len(KEYWORDS), item_index)
     speed, pitch = int(rng.choice(SPEEDS_WPM)), int(rng.choice(PITCHES))
     vid = voice_id(*voice)
@@ -237,7 +261,7 @@ def fondo_item(item_index: int, voice: tuple[str, str], seed: int, file_s: float
     texts: list[str] = []
     got = 0
     while got < file_s * SAMPLE_RATE:
-        text = negative_text(rng, max(1, int(np.ceil((file_s - got / SAMPLE_RATE) / 2.5))))
+        text = negative_text(rng, max(1, int(np.ceil((file_s - got / SAMPLE_RATE) / 2.5))), split)
         speech = speak(text, vid, speed, pitch, espeak)
         gap = np.zeros(int(rng.uniform(0.2, 1.0) * SAMPLE_RATE), dtype=np.float32)
         chunks += [gap, speech]
@@ -251,15 +275,17 @@ def fondo_item(item_index: int, voice: tuple[str, str], seed: int, file_s: float
     return audio, meta
 
 
-def parse_voices(text: str | None) -> list[tuple[str, str]]:
-    """``es+f2,es-419+m1`` -> pairs; each must be in EVAL_VOICES (no ad-hoc voices: the split stays explicit)."""
+def parse_voices(text: str | None, split: str = "eval") -> list[tuple[str, str]]:
+    """``es+f2,es-419+m4`` -> pairs; each must be in the split's list (no ad-hoc voices: the split stays explicit)."""
+    allowed = SPLITS[split]
     if not text:
-        return list(EVAL_VOICES)
-    known = {normalise_voice(voice_id(*v)): v for v in EVAL_VOICES}
+        return list(allowed)
+    known = {normalise_voice(voice_id(*v)): v for v in allowed}
     out = []
     for v in (s for s in text.split(",") if s.strip()):
         if normalise_voice(v) not in known:
-            die(f"--voices {v!r}: not an evaluation voice; choose from {[voice_id(*x) for x in EVAL_VOICES]}")
+            what = {"eval": "an evaluation", "dev": "a development"}[split]
+            die(f"--voices {v!r}: not {what} voice; choose from {[voice_id(*x) for x in allowed]}")
         out.append(known[normalise_voice(v)])
     return out
 
@@ -268,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Build the espeak-ng cross-speaker held-out set.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
-    p.add_argument("--seed", type=int, default=6, help="master seed (same seed => same files)")
+    p.add_argument("--split", choices=sorted(SPLITS), default="eval",
+                   help="eval: the evaluation voices and texts; dev: the development voices (detector choice "
+                        "and calibration) with training texts")
+    p.add_argument("--seed", type=int, help=f"master seed (same seed => same files; default {DEFAULT_SEEDS})")
     p.add_argument("--renditions", type=int, default=3, help="files per keyword per evaluation voice")
     p.add_argument("--voices", help="comma-separated subset of the evaluation voices (default: all)")
     p.add_argument("--fondo-minutes", type=float, default=30.0,
@@ -291,10 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("--fondo-minutes must be >= 0 and --fondo-file-s > 0")
     if not 0.0 <= args.noisy_fraction <= 1.0:
         die(f"--noisy-fraction {args.noisy_fraction}: must be in [0, 1]")
-    voices = parse_voices(args.voices)
+    seed = DEFAULT_SEEDS[args.split] if args.seed is None else args.seed
+    voices = parse_voices(args.voices, args.split)
     train_voices = training_voices()
     try:
-        check_voice_split([voice_id(*v) for v in EVAL_VOICES], train_voices)
+        check_splits()
     except ValueError as e:
         die(f"pipeline/holdout_tts.py: {e}")
     espeak = espeak_binary()
@@ -306,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             k = 0
             for voice in voices:
                 for _ in range(args.renditions):
-                    audio, meta = keyword_item(word, ci, k, voice, args.seed, args.noisy_fraction,
+                    audio, meta = keyword_item(word, ci, k, voice, seed, args.noisy_fraction,
                                                args.snr_db_list, espeak)
                     rel = f"{word}/{word.lower()}_{k:04d}.wav"
                     files.append(_write(tmp, rel, word, audio, meta))
@@ -315,8 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (tmp / BACKGROUND_CLASS).mkdir()
         fondo_s, k = 0.0, 0
         while fondo_s < args.fondo_minutes * 60.0:
-            audio, meta = fondo_item(k, voices[k % len(voices)], args.seed, args.fondo_file_s,
-                                     args.noisy_fraction, args.snr_db_list, espeak)
+            audio, meta = fondo_item(k, voices[k % len(voices)], seed, args.fondo_file_s,
+                                     args.noisy_fraction, args.snr_db_list, espeak, args.split)
             rel = f"{BACKGROUND_CLASS}/fondo_{k:04d}.wav"
             files.append(_write(tmp, rel, BACKGROUND_CLASS, audio, meta))
             fondo_s += len(audio) / SAMPLE_RATE
@@ -324,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s: %d files, %.1f min", BACKGROUND_CLASS, k, fondo_s / 60)
         counts = {c: sum(f["class"] == c for f in files) for c in (*KEYWORDS, BACKGROUND_CLASS)}
         doc = manifest(STAGE, params={
-            "seed": args.seed, "renditions": args.renditions, "fondo_minutes": args.fondo_minutes,
+            "split": args.split, "seed": seed, "renditions": args.renditions, "fondo_minutes": args.fondo_minutes,
             "fondo_file_s": args.fondo_file_s, "noisy_fraction": args.noisy_fraction,
             "snr_db_list": list(args.snr_db_list), "speeds_wpm": list(SPEEDS_WPM), "pitches": list(PITCHES),
         }, extra={

@@ -20,27 +20,32 @@ from pipeline.holdout_tts import (
     keyword_tokens,
     make_rng,
     negative_text,
-    normalise_voice,
     training_voices,
     voice_id,
 )
+from pipeline.tts import TRAINING_VOICES, speaker
 from tests.conftest import require_tool
 
 EVAL_IDS = [voice_id(*v) for v in EVAL_VOICES]
 
 
-def test_eval_voices_are_disjoint_from_the_training_voice() -> None:
+def test_eval_speakers_are_disjoint_from_the_training_speakers() -> None:
     train = training_voices()
-    assert train == [demo_seeds.TRAIN_VOICE]
+    assert train[0] == demo_seeds.TRAIN_VOICE and set(TRAINING_VOICES) <= set(train)
     check_voice_split(EVAL_IDS, train)
-    assert not {normalise_voice(v) for v in EVAL_IDS} & {normalise_voice(v) for v in train}
-    assert len(set(map(normalise_voice, EVAL_IDS))) == len(EVAL_IDS)
+    assert not {speaker(v) for v in EVAL_IDS} & {speaker(v) for v in train}
+    assert len(set(map(speaker, EVAL_IDS))) == len(EVAL_IDS)  # twelve different evaluation speakers
+    assert len(set(map(speaker, train))) == len(train)
     assert demo_seeds.WORDS == KEYWORDS and demo_seeds.BACKGROUND_CLASS == holdout_tts.BACKGROUND_CLASS
 
 
 def test_the_split_check_catches_an_overlap() -> None:
     with pytest.raises(ValueError, match="es-419"):
         check_voice_split([*EVAL_IDS, "ES-419"], [demo_seeds.TRAIN_VOICE])
+    # the same espeak-ng variant in another language is the same speaker
+    with pytest.raises(ValueError, match="'f2'"):
+        check_voice_split(EVAL_IDS, ["es-419+F2"])
+    assert speaker("es+f3") == speaker("ES-419+f3") == "f3" and speaker("Ana López") == "ana lópez"
 
 
 def test_every_eval_voice_sounds_different_from_the_training_voice() -> None:
@@ -94,7 +99,7 @@ def test_holdout_tts_builds_a_small_deterministic_set(tmp_path: Path) -> None:
     assert doc["counts"] == {**{k: 2 for k in KEYWORDS}, "FONDO": doc["counts"]["FONDO"]}
     assert doc["fondo_s"] >= 9.0 and doc["counts"]["FONDO"] >= 2
     assert doc["generator"].startswith("eSpeak NG")
-    assert doc["eval_voices"] == ["es+f2", "es-419+m4"] and doc["training_voices_excluded"] == [demo_seeds.TRAIN_VOICE]
+    assert doc["eval_voices"] == ["es+f2", "es-419+m4"] and doc["training_voices_excluded"] == training_voices()
     on_disk = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.wav"))
     assert on_disk == sorted(f["path"] for f in files)
     snrs = set()
@@ -116,3 +121,32 @@ def test_holdout_tts_builds_a_small_deterministic_set(tmp_path: Path) -> None:
     assert None in snrs and snrs - {None} <= {20.0, 10.0, 5.0} and snrs - {None}
     again = build(tmp_path / "b")
     assert [(f["path"], f["sha256"]) for f in again["files"]] == [(f["path"], f["sha256"]) for f in files]
+
+
+def test_training_development_and_evaluation_speakers_are_three_disjoint_sets() -> None:
+    holdout_tts.check_splits()
+    dev = [voice_id(*v) for v in holdout_tts.DEV_VOICES]
+    assert not {speaker(v) for v in dev} & {speaker(v) for v in EVAL_IDS}
+    assert not {speaker(v) for v in dev} & {speaker(v) for v in training_voices()}
+
+
+def test_dev_split_uses_development_voices_and_training_texts(tmp_path: Path) -> None:
+    from pipeline import speech_negatives
+
+    require_tool("espeak-ng", "apt-get install espeak-ng")
+    out = tmp_path / "dev"
+    argv = ["--split", "dev", "--out", str(out), "--voices", "es+shelby", "--renditions", "1",
+            "--fondo-minutes", "0.1", "--fondo-file-s", "6"]
+    assert run_main(holdout_tts.main, argv) == 0
+    doc = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert doc["params"]["split"] == "dev" and doc["params"]["seed"] == holdout_tts.DEFAULT_SEEDS["dev"]
+    assert doc["eval_voices"] == ["es+shelby"]
+    fondo_texts = [f["text"] for f in doc["files"] if f["class"] == "FONDO"]
+    assert fondo_texts and all(keyword_tokens(t) == [] for t in fondo_texts)
+    # the development negatives speak the training texts, never an evaluation phrase
+    training_words = {w for t in (*speech_negatives.PHRASES, *speech_negatives.NEAR_MISS_WORDS, *speech_negatives.SUBJECTS,
+                                  *speech_negatives.VERBS, *speech_negatives.OBJECTS, *speech_negatives.COMPLEMENTS)
+                      for w in speech_negatives.words_of(t)}
+    for t in fondo_texts:
+        assert set(speech_negatives.words_of(t)) <= training_words, t
+    assert run_main(holdout_tts.main, ["--split", "dev", "--out", str(tmp_path / "x"), "--voices", "es+f2"]) == 2

@@ -23,13 +23,27 @@ def test_eval_defaults_to_the_tts_holdout_with_the_leak_check(tmp_path: Path) ->
     assert f"--train-manifest {tmp_path}/b/dataset/manifest.json --seeds data/demo-seeds" in out
 
 
+def test_eval_uses_the_detector_calibrated_on_the_development_set(tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    out = make_n("eval", build=b)
+    lines = out.replace("\\\n", " ").splitlines()
+    dev = next(i for i, line in enumerate(lines) if f"-m pipeline.holdout_tts --split dev --out {b}/holdout-dev" in line)
+    cal = next(i for i, line in enumerate(lines) if "-m pipeline.detector_calib" in line)
+    ev = next(i for i, line in enumerate(lines) if "-m pipeline.evaluate" in line)
+    assert dev < cal < ev
+    assert f"--params pipeline/params/default/detector.toml --onnx {b}/model/kws.onnx --dev {b}/holdout-dev" in lines[cal]
+    assert f"--settings {b}/detector/settings.json" in lines[ev]
+    # the evaluation set is not needed to choose the detector
+    assert "holdout-tts" not in lines[cal]
+
+
 def test_eval_with_a_holdout_dir_skips_the_tts_set_and_reruns_when_it_changes(tmp_path: Path) -> None:
     holdout = tmp_path / "mine"
     (holdout / "SALIR").mkdir(parents=True)
     (holdout / "SALIR" / "a.wav").write_bytes(b"")
     build = tmp_path / "b"
     out = make_n("eval", f"HOLDOUT={holdout}", build=build)
-    assert "pipeline.holdout_tts" not in out and f"--holdout {holdout} " in out
+    assert f"pipeline.holdout_tts --out {build}/holdout-tts" not in out and f"--holdout {holdout} " in out
     # the stamp remembers which holdout the summary was made from
     (build / "eval").mkdir(parents=True)
     (build / "eval-holdout.path").write_text(f"{build}/holdout-tts\n", encoding="utf-8")
@@ -42,3 +56,4 @@ def test_help_lists_the_evaluation_targets(tmp_path: Path) -> None:
     r = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "help"], capture_output=True, text=True, check=False,
                        timeout=60)
     assert "holdout-tts" in r.stdout and "eval " in r.stdout
+    assert "holdout-dev" in r.stdout and "detector " in r.stdout
