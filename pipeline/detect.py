@@ -15,8 +15,12 @@ printed and optionally written as JSON.
 Example::
 
     python -m pipeline.detect recording.wav --onnx build/model/kws.onnx --json build/detect/recording.json
-    python -m pipeline.detect recording.wav --target-fa-per-hour 1 --negatives build/holdout-tts/FONDO \\
+    python -m pipeline.detect recording.wav --target-fa-per-hour 1 --negatives build/holdout-dev/FONDO \\
         --save-settings build/detect/settings.json
+
+Without ``--settings``, the settings ``make detector`` chose for this model (``build/detector/settings.json``
+beside ``build/model/kws.onnx``, ``pipeline.detector_calib``) are used when they exist and were made for
+this very model; otherwise the built-in defaults (:class:`DetectorSettings`), with a warning.
 """
 
 from __future__ import annotations
@@ -428,12 +432,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def calibrated_settings_for(onnx: Path) -> Path | None:
+    """``make detector``'s settings for this model (``<build>/detector/settings.json``), if made for it."""
+    from pipeline.io import sha256_file
+
+    path = onnx.parent.parent / "detector" / "settings.json"
+    if not path.is_file():
+        log.warning("%s not found: built-in detector defaults (not calibrated for this model; run `make detector`)", path)
+        return None
+    try:
+        made_for = json.loads(path.read_text(encoding="utf-8")).get("model_sha256")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        made_for = None
+    if made_for != sha256_file(onnx):
+        log.warning("%s was not calibrated for %s (stale); built-in detector defaults (run `make detector`)", path, onnx)
+        return None
+    log.info("detector settings: %s (calibrated for this model by pipeline.detector_calib)", path)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     from pipeline.audio import AudioError, load_audio
     from pipeline.infer import OnnxModel
 
+    if args.settings is None and args.onnx.is_file():
+        args.settings = calibrated_settings_for(args.onnx)
     settings = settings_from_args(args)
     model = OnnxModel(args.onnx)
     try:

@@ -47,7 +47,7 @@ from pipeline.detect import (
     negative_probs,
     stream_probs,
 )
-from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text
+from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev_voices = sorted({str(m["voice"]) for m in holdout_meta(args.dev).values() if m.get("voice")})
     doc: dict[str, Any] = {
         "settings": best.settings.as_dict(),
-        "model": str(args.onnx), "classes": list(classes),
+        "model": str(args.onnx), "model_sha256": sha256_file(args.onnx), "classes": list(classes),
         "calibration": {
             "dev": str(args.dev), "dev_voices": dev_voices, "negative_s": negative_s,
             "n_keyword_clips": len(pos_probs), "context_s": args.context_s, "target_fa_per_hour": args.target_fa_per_hour,

@@ -92,3 +92,28 @@ def test_cli_refuses_a_dev_set_without_negatives(tiny_onnx: Path, tiny_holdout: 
     assert run_main(DC.main, ["--onnx", str(tiny_onnx), "--dev", str(tiny_holdout), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "FONDO" in err and "make holdout-dev" in err and not out.exists()
+
+
+def test_detect_uses_the_settings_calibrated_for_its_model(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.detect import main as detect_main
+
+    build = tmp_path / "build"
+    onnx = build / "model" / "kws.onnx"
+    onnx.parent.mkdir(parents=True)
+    shutil.copy(tiny_onnx, onnx)
+    wav = str(tiny_holdout / "ALFA" / "a0.wav")
+    assert run_main(detect_main, [wav, "--onnx", str(onnx)]) == 0
+    assert f'"on_threshold": {DetectorSettings().on_threshold}' in capsys.readouterr().out  # nothing calibrated yet
+    assert run_main(DC.main, ["--onnx", str(onnx), "--dev", str(tiny_holdout), "--out", str(build / "detector"),
+                              "--target-fa-per-hour", "0", "--smooth-windows", "2", "--min-consecutive-windows", "1"]) == 0
+    chosen = json.loads((build / "detector" / "settings.json").read_text(encoding="utf-8"))["settings"]
+    capsys.readouterr()
+    assert run_main(detect_main, [wav, "--onnx", str(onnx)]) == 0
+    out = capsys.readouterr().out
+    assert f'"smooth_windows": 2' in out and f'"on_threshold": {chosen["on_threshold"]}' in out
+    # settings calibrated for another model (a retrained one) are not used
+    doc = json.loads((build / "detector" / "settings.json").read_text(encoding="utf-8"))
+    (build / "detector" / "settings.json").write_text(json.dumps({**doc, "model_sha256": "0" * 64}), encoding="utf-8")
+    assert run_main(detect_main, [wav, "--onnx", str(onnx)]) == 0
+    assert '"smooth_windows": 2' not in capsys.readouterr().out
