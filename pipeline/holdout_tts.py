@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,7 @@ EVAL_VOICES: tuple[tuple[str, str], ...] = (
 )
 # The DEVELOPMENT voices: a third set of speakers, neither training nor evaluation, for choosing and
 # calibrating the detector (``--split dev``) without looking at the evaluation set. Its keyword-free
-# files use pipeline.speech_negatives' texts, so no evaluation sentence is heard before evaluation either.
+# files use a third text list (pipeline.dev_texts), neither training nor evaluation texts.
 DEV_VOICES: tuple[tuple[str, str], ...] = (
     ("es", "grandpa"), ("es-419", "norbert"), ("es", "shelby"), ("es-419", "victor"), ("es", "Marco"),
     ("es-419", "quincy"),
@@ -154,20 +155,20 @@ def make_rng(seed: int, class_index: int, item_index: int) -> np.random.Generato
 
 def negative_text(rng: np.random.Generator, n_sentences: int, split: str = "eval") -> str:
     """Keyword-free Spanish: generated sentences, fixed phrases and near-miss words, in random order
-    (the evaluation texts here; for the dev split, pipeline.speech_negatives' training texts)."""
-    if split == "dev":
-        from pipeline.speech_negatives import utterance
+    (the evaluation texts here; for the dev split, pipeline.dev_texts: a third list, neither training nor evaluation)."""
+    import pipeline.dev_texts as dev
 
-        return " ".join(utterance(rng) for _ in range(n_sentences))
+    texts = dev if split == "dev" else sys.modules[__name__]
     parts: list[str] = []
     for _ in range(n_sentences):
         r = rng.random()
         if r < 0.5:
-            parts.append(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(COMPLEMENTS)}.")
+            parts.append(f"{rng.choice(texts.SUBJECTS)} {rng.choice(texts.VERBS)} {rng.choice(texts.OBJECTS)} "
+                         f"{rng.choice(texts.COMPLEMENTS)}.")
         elif r < 0.8:
-            parts.append(str(rng.choice(PHRASES)))
+            parts.append(str(rng.choice(texts.PHRASES)))
         else:
-            words = rng.choice(NEAR_MISS_WORDS, size=int(rng.integers(1, 4)), replace=False)
+            words = rng.choice(texts.NEAR_MISS_WORDS, size=int(rng.integers(1, 4)), replace=False)
             parts.append(". ".join(str(w).capitalize() for w in words) + ".")
     text = " ".join(parts)
     found = keyword_tokens(text)

@@ -130,8 +130,8 @@ def test_training_development_and_evaluation_speakers_are_three_disjoint_sets() 
     assert not {speaker(v) for v in dev} & {speaker(v) for v in training_voices()}
 
 
-def test_dev_split_uses_development_voices_and_training_texts(tmp_path: Path) -> None:
-    from pipeline import speech_negatives
+def test_dev_split_uses_development_voices_and_texts(tmp_path: Path) -> None:
+    from pipeline import dev_texts, speech_negatives
 
     require_tool("espeak-ng", "apt-get install espeak-ng")
     out = tmp_path / "dev"
@@ -143,10 +143,10 @@ def test_dev_split_uses_development_voices_and_training_texts(tmp_path: Path) ->
     assert doc["eval_voices"] == ["es+shelby"]
     fondo_texts = [f["text"] for f in doc["files"] if f["class"] == "FONDO"]
     assert fondo_texts and all(keyword_tokens(t) == [] for t in fondo_texts)
-    # the development negatives speak the training texts, never an evaluation phrase
-    training_words = {w for t in (*speech_negatives.PHRASES, *speech_negatives.NEAR_MISS_WORDS, *speech_negatives.SUBJECTS,
-                                  *speech_negatives.VERBS, *speech_negatives.OBJECTS, *speech_negatives.COMPLEMENTS)
-                      for w in speech_negatives.words_of(t)}
+    # the development negatives speak the development texts (neither training nor evaluation texts)
+    dev_words = {w for t in (*dev_texts.PHRASES, *dev_texts.NEAR_MISS_WORDS, *dev_texts.SUBJECTS,
+                             *dev_texts.VERBS, *dev_texts.OBJECTS, *dev_texts.COMPLEMENTS)
+                 for w in speech_negatives.words_of(t)}
     for t in fondo_texts:
-        assert set(speech_negatives.words_of(t)) <= training_words, t
+        assert set(speech_negatives.words_of(t)) <= dev_words, t
     assert run_main(holdout_tts.main, ["--split", "dev", "--out", str(tmp_path / "x"), "--voices", "es+f2"]) == 2

@@ -126,6 +126,24 @@ def test_speech_negative_texts_are_disjoint_from_the_evaluation_texts() -> None:
     assert not {SN.fold(w) for w in holdout_tts.NEAR_MISS_WORDS} & our_words
 
 
+def test_development_texts_are_a_third_disjoint_list() -> None:
+    from pipeline import dev_texts
+
+    lists = {"training": SN, "evaluation": holdout_tts, "development": dev_texts}
+    for a, b in [("training", "evaluation"), ("training", "development"), ("evaluation", "development")]:
+        ta = {SN.fold(t).strip(" .¿?¡!") for t in _all_texts(lists[a])}
+        tb = {SN.fold(t).strip(" .¿?¡!") for t in _all_texts(lists[b])}
+        assert not ta & tb, (a, b, ta & tb)
+        words_a = {w for t in _all_texts(lists[a]) for w in SN.words_of(t)}
+        words_b = {w for t in _all_texts(lists[b]) for w in SN.words_of(t)}
+        near_a = {w for t in lists[a].NEAR_MISS_WORDS for w in SN.words_of(t)}
+        near_b = {w for t in lists[b].NEAR_MISS_WORDS for w in SN.words_of(t)}
+        assert not near_a & words_b, (a, b, near_a & words_b)
+        assert not near_b & words_a, (b, a, near_b & words_a)
+    for t in _all_texts(dev_texts):
+        assert SN.keyword_hits(t) == [], t
+
+
 def test_speech_negatives_contain_no_command_word_and_use_training_voices_only() -> None:
     assert tuple(SN.KEYWORDS) == tuple(holdout_tts.KEYWORDS)
     for t in _all_texts(SN):
