@@ -3,11 +3,11 @@
 So a new user's ``make all`` works with no recordings of their own. Output (replaced as a whole):
 ``<out>/<WORD>/000_<word>.wav`` (16 kHz mono 16-bit, ~1.7 s, the word inside quiet room noise),
 ``<out>/FONDO/00k_<kind>.wav`` (brown noise, pink noise, mains hum with harmonics, fan noise; 4 s each),
-``<out>/FONDO/speech_neg_NNN.wav`` (about a minute of keyword-free Spanish speech and near-miss words in the
-training voice, ``pipeline.speech_negatives``, so the model learns that talk is background)
+``<out>/FONDO/speech_neg_NNN.wav`` (about a minute of keyword-free Spanish speech and near-miss words by
+the training-side voices, ``pipeline.speech_negatives``, so the model learns that talk is background)
 and ``<out>/README.md`` saying how they were made. Deterministic: the same espeak-ng version gives the
-same bytes. Only ONE voice is used for training seeds (TRAIN_VOICE); held-out evaluation must use
-other voices.
+same bytes. The commands are spoken by ONE voice (TRAIN_VOICE), as a user records them; the talk in FONDO
+by the training-side voices (``pipeline.tts.TRAINING_VOICES``); held-out evaluation uses other speakers.
 
 Example::
 
@@ -30,6 +30,7 @@ from pipeline.audio import AudioError, locate_word, read_audio, write_wav
 from pipeline.augment import coloured_noise
 from pipeline.cli import die, run_main, setup_logging
 from pipeline.io import atomic_dir, atomic_write_text
+from pipeline.tts import TRAINING_VOICES
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ All files: 16 kHz, mono, 16-bit PCM WAV.
 ## Speech negatives (FONDO)
 
 `speech_neg_NNN.wav`: generated sentences, everyday phrases and near-miss words ("salimos", "repetimos",
-"cancelé", "principios", ...) spoken by the training voice at a few speeds and pitches with short pauses
+"cancelé", "principios", ...) spoken by {1 + len(TRAINING_VOICES)} training-side espeak-ng voices (one per
+utterance: the command voice and `pipeline.tts.TRAINING_VOICES`) at a few speeds and pitches with short pauses
 (`python -m pipeline.speech_negatives`). Without speech in FONDO the model calls ordinary talk a command.
 The texts are disjoint from the held-out evaluation texts (`pipeline.holdout_tts`). Add them to your own
 seeds with `python -m pipeline.speech_negatives --out <seeds>/FONDO`.
