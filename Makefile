@@ -90,7 +90,7 @@ QUANT      := $(B)/reports/quant_report.json
 INDEX      := $(B)/artifacts.txt
 
 .PHONY: all dataset features train onnx calib npu-inputs config axmodel quant-report \
-        demo-seeds test clean help where holdout-tts holdout-dev detector eval
+        demo-seeds test clean help where holdout-tts holdout-dev detector eval eval-int8
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
@@ -178,6 +178,7 @@ HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
 HOLDOUT_DEV   := $(B)/holdout-dev/manifest.json
 DETECTOR      := $(B)/detector/settings.json
 EVAL          := $(B)/eval/summary.json
+EVAL_INT8     := $(B)/eval-int8/summary.json
 HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
 HOLDOUT_STAMP := $(B)/eval-holdout.path
 HOLDOUT_FILES := $(if $(HOLDOUT),$(wildcard $(HOLDOUT)/*/ $(HOLDOUT)/*/*.wav $(HOLDOUT)/*/*.WAV $(HOLDOUT)/manifest.json),$(HOLDOUT_TTS))
@@ -189,6 +190,7 @@ holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices t
 holdout-dev: $(HOLDOUT_DEV)    ## espeak-ng development set (neither training nor evaluation voices) for the detector
 detector: $(DETECTOR)          ## detector settings chosen and calibrated on the development set
 eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
+eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axmodel: the NPU path on the holdout
 
 # espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
 $(HOLDOUT_TTS): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
@@ -207,6 +209,11 @@ $(HOLDOUT_STAMP): $(if $(filter-out $(HOLDOUT_DIR),$(file <$(HOLDOUT_STAMP))),ho
 
 $(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.evaluate --onnx $(ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
+	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
+
+$(EVAL_INT8): $(AXMODEL) $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) pulsar2/axmodel.py \
+              $(COMMON_PY) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.evaluate --onnx $(ONNX) --axmodel $(AXMODEL) --holdout $(HOLDOUT_DIR) --out $(@D) \
 	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
 
 # Always out of date: makes the stamp above rewrite itself when HOLDOUT changes.

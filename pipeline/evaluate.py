@@ -33,7 +33,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from pipeline.detect import (
 )
 from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.tts import speaker
+
+if TYPE_CHECKING:
+    from pipeline.infer import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +309,8 @@ def optimistic_metrics(path: Path | None) -> dict[str, Any] | None:
 
 
 def format_report(s: Mapping[str, Any]) -> str:
-    lines = ["# Held-out evaluation", "", f"model: `{s['model']['path']}`  holdout: `{s['holdout']['path']}`", ""]
+    lines = ["# Held-out evaluation", "", f"model: `{s['model']['path']}` (scored: {s['model']['scored']})  "
+             f"holdout: `{s['holdout']['path']}`", ""]
     top1 = s["heldout_top1"]
     lines.append(f"**Held-out top-1 (keyword clips): {top1:.3f}** on {s['n_keyword_clips']} clips "
                  f"(leak check: {s['leak_check']['status'].split(' ')[0]})")
@@ -356,11 +360,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-leak-check", action="store_true",
                    help="evaluate without training material to compare (recorded as 'skipped' in the summary)")
     p.add_argument("--metrics", type=Path, help="training metrics.json to copy in as optimistic (default: next to --onnx)")
+    p.add_argument("--axmodel", type=Path,
+                   help="score the EMULATED INT8 model inside this axmodel (pulsar2 emulator) instead of the FP32 "
+                        "--onnx (which still gives the classes and feature contract): the NPU path on the holdout")
     p.add_argument("--context-s", type=float, default=DEFAULT_CONTEXT_S,
                    help="quiet streamed before and after each keyword file when measuring the detector's miss rate, s")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_settings_arguments(p)
     return p
+
+
+def use_emulated_int8(model: OnnxModel, axmodel_path: Path, onnx_path: Path) -> None:
+    """Make ``model`` run the INT8 ONNX inside an EMULATED axmodel built from ``onnx_path`` (die otherwise)."""
+    import onnxruntime as ort
+
+    from pulsar2 import axmodel
+
+    try:
+        meta, qbytes = axmodel.read_emulated(axmodel_path)
+    except FileNotFoundError:
+        die(f"{axmodel_path}: axmodel not found; build it with `make axmodel`")
+    except axmodel.NotEmulatedAxmodel as e:
+        die(f"{e}; a real axmodel runs only on the board (`invoke eval-npu`)")
+    if meta.get("source_onnx_sha256") and meta["source_onnx_sha256"] != sha256_file(onnx_path):
+        die(f"{axmodel_path}: built from a different ONNX than {onnx_path} (sha256 differs); rebuild with `make axmodel`")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(qbytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    names = (session.get_inputs()[0].name, session.get_outputs()[0].name)
+    if names != (model.input_name, model.output_name):
+        die(f"{axmodel_path}: input/output {names} differ from {onnx_path}'s {(model.input_name, model.output_name)}")
+    model.session = session
+    log.info("scoring the EMULATED INT8 model in %s (classes and contract from %s)", axmodel_path, onnx_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.context_s < 0:
         die(f"--context-s {args.context_s}: must be >= 0")
     model = OnnxModel(args.onnx)
+    if args.axmodel is not None:
+        use_emulated_int8(model, args.axmodel, args.onnx)
     classes = model.classes
     try:
         Detector(settings, classes)
@@ -471,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "leak_check": leak,
         "optimistic_training_metrics": optimistic_metrics(args.metrics or args.onnx.parent / "metrics.json"),
         "model": {"path": str(args.onnx), "sha256": sha256_file(args.onnx), "classes": list(classes),
+                  "scored": ("EMULATED INT8 (pulsar2 emulator) from " + str(args.axmodel)) if args.axmodel else "FP32 ONNX",
                   "contract": model.contract.as_dict()},
         "holdout": {"path": str(args.holdout), "files": {c: len(fs) for c, fs in layout.items()},
                     "manifest": bool(meta)},

@@ -194,3 +194,48 @@ def test_evaluate_without_negatives_reports_no_fa_rate(tiny_onnx: Path, tiny_hol
     assert s["heldout_top1"] == pytest.approx(6 / 7)
     assert s["fa_per_hour"] is None and s["negative_hours"] == 0.0 and s["false_accepts"] == 0
     assert all(v["miss_rate"] is None for v in s["miss_rate_at_fa_per_hour"].values())
+
+
+def _swapped_payload(tiny_onnx: Path) -> bytes:
+    """The tiny model with ALFA's and BRAVO's weights swapped (so its predictions are recognisably its own)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(tiny_onnx))
+    for init in m.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim == 2 and w.shape[0] == 3:
+            init.CopyFrom(numpy_helper.from_array(w[[1, 0, 2]], init.name))
+    return m.SerializeToString()
+
+
+def test_evaluate_scores_the_model_inside_an_emulated_axmodel(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from pulsar2 import axmodel
+
+    from pipeline.io import sha256_file
+
+    ax = tmp_path / "compiled.axmodel"
+    axmodel.write_emulated(ax, _swapped_payload(tiny_onnx), {
+        "target_hardware": "AX620E", "npu_mode": "NPU1", "compiler": "pulsar2-emulator test",
+        "input": {"name": "input", "shape": [1, 1, 98, 64], "dtype": "float32"},
+        "output": {"name": "output", "shape": [1, 3], "dtype": "float32"},
+        "source_onnx_sha256": sha256_file(tiny_onnx)})
+    base = ["--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--skip-leak-check"]
+    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "fp32")]) == 0
+    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "int8"), "--axmodel", str(ax)]) == 0
+    fp32 = json.loads((tmp_path / "fp32" / "summary.json").read_text(encoding="utf-8"))
+    int8 = json.loads((tmp_path / "int8" / "summary.json").read_text(encoding="utf-8"))
+    assert fp32["model"]["scored"] == "FP32 ONNX" and int8["model"]["scored"].startswith("EMULATED INT8")
+    # the swapped model calls every ALFA tone BRAVO and the other way round
+    assert fp32["per_class"]["ALFA"]["accuracy"] == 1.0 and int8["per_class"]["ALFA"]["accuracy"] == 0.0
+    # refused: an axmodel built from another ONNX, and a file that is not an emulated axmodel
+    other = tmp_path / "other.axmodel"
+    axmodel.write_emulated(other, _swapped_payload(tiny_onnx), {**axmodel.read_emulated(ax)[0], "source_onnx_sha256": "0" * 64})
+    capsys.readouterr()
+    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "x"), "--axmodel", str(other)]) == 2
+    assert "different ONNX" in capsys.readouterr().err
+    real = tmp_path / "real.axmodel"
+    real.write_bytes(b"\x00not an emulated axmodel")
+    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "y"), "--axmodel", str(real)]) == 2
+    assert "board" in capsys.readouterr().err and not (tmp_path / "y").exists()

@@ -57,3 +57,12 @@ def test_help_lists_the_evaluation_targets(tmp_path: Path) -> None:
                        timeout=60)
     assert "holdout-tts" in r.stdout and "eval " in r.stdout
     assert "holdout-dev" in r.stdout and "detector " in r.stdout
+
+
+def test_eval_int8_scores_the_axmodel_with_the_same_detector(tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    lines = make_n("eval-int8", build=b).replace("\\\n", " ").splitlines()
+    ev = [line for line in lines if "-m pipeline.evaluate" in line]
+    assert len(ev) == 1 and f"--axmodel {b}/pulsar2/output/compiled.axmodel" in ev[0]
+    assert f"--settings {b}/detector/settings.json" in ev[0] and f"--out {b}/eval-int8" in ev[0]
+    assert any("-m pulsar2.build" in line for line in lines)
