@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"master seed (same seed => same files; default {DEFAULT_SEEDS})")
     p.add_argument("--renditions", type=int, default=3, help="files per keyword per evaluation voice")
     p.add_argument("--voices", help="comma-separated subset of the evaluation voices (default: all)")
-    p.add_argument("--fondo-minutes", type=float, default=30.0,
+    p.add_argument("--fondo-minutes", type=float, default=60.0,
                    help="total keyword-free speech, minutes (FA/h resolution = 60 / this)")
     p.add_argument("--fondo-file-s", type=float, default=30.0, help="approximate length of each FONDO file, s")
     p.add_argument("--noisy-fraction", type=float, default=0.5, help="fraction of files mixed with noise")
