@@ -231,13 +231,6 @@ def with_on_threshold(settings: DetectorSettings, on_threshold: float) -> Detect
                                off_threshold=min(settings.off_threshold, on_threshold))
 
 
-def sweep_false_accepts(prob_sequences: Sequence[np.ndarray], settings: DetectorSettings, classes: Sequence[str],
-                        thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[int]:
-    """False accepts on the negatives for each on threshold (other settings unchanged)."""
-    smoothed = [moving_average(p, settings.smooth_windows) for p in prob_sequences]
-    return [count_false_accepts(smoothed, with_on_threshold(settings, t), classes) for t in thresholds]
-
-
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     settings: DetectorSettings
@@ -260,13 +253,17 @@ def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: 
     if target_fa_per_hour < 0:
         raise ValueError(f"target FA/h must be >= 0, got {target_fa_per_hour}")
     grid = sorted({float(t) for t in thresholds})
-    counts = sweep_false_accepts(prob_sequences, base, classes, grid)
-    rates = [fa_per_hour(c, negative_s) for c in counts]
+    smoothed = [moving_average(p, base.smooth_windows) for p in prob_sequences]
+    # from the highest threshold down, stopping at the first that breaks the target: the thresholds
+    # below it cannot be chosen, so their false accepts are never counted
+    counts: dict[int, int] = {}
     chosen = None
     for k in range(len(grid) - 1, -1, -1):
-        if rates[k] > target_fa_per_hour:
+        counts[k] = count_false_accepts(smoothed, with_on_threshold(base, grid[k]), classes)
+        if fa_per_hour(counts[k], negative_s) > target_fa_per_hour:
             break
         chosen = k
+    rates = {k: fa_per_hour(c, negative_s) for k, c in counts.items()}
     reached = chosen is not None
     if chosen is None:
         chosen = len(grid) - 1
