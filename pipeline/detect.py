@@ -306,7 +306,7 @@ def iter_window_batches(audio: np.ndarray, window_samples: int, hop_samples: int
         x = np.concatenate([x, np.zeros(need - len(x), dtype=np.float32)])
     view = np.lib.stride_tricks.sliding_window_view(x, window_samples)[::hop_samples]
     for b in range(0, len(starts), batch_windows):
-        yield np.ascontiguousarray(view[b: b + batch_windows])
+        yield np.array(view[b: b + batch_windows])  # a writable copy (the view is read-only; torch warns on those)
 
 
 def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_windows: int = 256) -> np.ndarray:

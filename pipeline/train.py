@@ -47,7 +47,8 @@ OPTIMISTIC_NOTE = (
 )
 # Flags whose defaults come from the params file (pipeline/params/<preset>/train.toml).
 HYPERPARAMS = ("epochs", "batch_size", "lr", "early_stop", "patience", "min_delta", "rnn", "rnn_hidden", "seed",
-               "spec_augment_p", "spec_time_masks", "spec_time_width", "spec_freq_masks", "spec_freq_width")
+               "spec_augment_p", "spec_time_masks", "spec_time_width", "spec_freq_masks", "spec_freq_width",
+               "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainSettings:
     min_delta: float
     seed: int
     spec: SpecAugment = field(default_factory=lambda: SpecAugment(0.0, 0, 0, 0, 0))
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,7 @@ def train_model(
             yb = torch.from_numpy(y_train[sel])
             opt.zero_grad(set_to_none=True)
             out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            loss = F.cross_entropy(out, yb, label_smoothing=settings.label_smoothing)
             loss.backward()
             opt.step()
             loss_sum += loss.item() * len(sel)
@@ -357,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-time-width", type=int, default=0, help="SpecAugment: widest time mask, frames (10 ms)")
     p.add_argument("--spec-freq-masks", type=int, default=0, help="SpecAugment: frequency masks per clip")
     p.add_argument("--spec-freq-width", type=int, default=0, help="SpecAugment: widest frequency mask, mel bins")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="training targets (1 - e) on the class and e / n_classes spread over all (0 = off)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are reproducible for a fixed count)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="per-batch progress bar (default: when stderr is a terminal)")
@@ -373,6 +377,7 @@ def _validate(args: argparse.Namespace) -> None:
         (args.batch_size >= 1, "--batch-size must be >= 1"),
         (args.lr > 0, "--lr must be > 0"),
         (args.patience >= 1, "--patience must be >= 1"),
+        (0.0 <= args.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
         (args.min_delta >= 0, "--min-delta must be >= 0"),
         (args.rnn_hidden >= 1, "--rnn-hidden must be >= 1"),
         (args.threads >= 1, "--threads must be >= 1"),
@@ -426,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, early_stop=args.early_stop,
                              patience=args.patience, min_delta=args.min_delta, seed=args.seed,
                              spec=SpecAugment(args.spec_augment_p, args.spec_time_masks, args.spec_time_width,
-                                              args.spec_freq_masks, args.spec_freq_width))
+                                              args.spec_freq_masks, args.spec_freq_width),
+                             label_smoothing=args.label_smoothing)
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
     result = train_model(model, x_tr, y_tr, x_va, y_va, settings, progress=progress)
