@@ -95,7 +95,9 @@ def test_golden_chirp(contract: FeatureContract) -> None:
     golden = np.load(GOLDEN)
     out = logmel(chirp_clip(), contract)
     assert golden.shape == out.shape == (1, 1, 98, 64)
-    np.testing.assert_allclose(out, golden, rtol=0, atol=1e-5)
+    # float32 FFTs differ by a few 1e-5 between CPU instruction sets (3.7e-5 measured on a machine other
+    # than the one that wrote the golden); any change of the contract moves values by far more than 1e-4
+    np.testing.assert_allclose(out, golden, rtol=0, atol=1e-4)
 
 
 def test_independent_reference_agrees(contract: FeatureContract) -> None:
