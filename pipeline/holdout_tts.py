@@ -1,8 +1,8 @@
 """A cross-speaker held-out set the project builds itself, with espeak-ng voices training never uses.
 
 Keyword folders (ACOPLAR … SALIR): each command spoken by every EVALUATION voice (an explicit list of
-espeak-ng Spanish language+variant pairs, checked disjoint from the training voice of
-``pipeline.demo_seeds``) at several speeds and pitches, ~1.5 s per file with silence around the word.
+espeak-ng Spanish language+variant pairs whose speakers are neither training-side speakers,
+``pipeline.demo_seeds.TRAIN_VOICE`` and ``pipeline.tts.TRAINING_VOICES``, nor development speakers) at several speeds and pitches, ~1.5 s per file with silence around the word.
 ``FONDO``: keyword-free Spanish speech (generated sentences, conversational phrases and near-miss words
 such as "salí", "repetido", "cancelado", "principio") by the same evaluation voices, in files of about
 ``--fondo-file-s`` seconds totalling ``--fondo-minutes``, for false accepts per hour.
@@ -13,9 +13,13 @@ Everything is 16 kHz mono 16-bit PCM and deterministic for a given ``--seed``.
 
 Inputs -> outputs: espeak-ng -> ``<out>/<CLASS>/*.wav`` + ``<out>/manifest.json`` (written last).
 
+``--split dev`` builds the development set instead: ``DEV_VOICES`` and ``pipeline.dev_texts``, for
+choosing the detector (``pipeline.detector_calib``) without touching the evaluation set.
+
 Example::
 
-    python -m pipeline.holdout_tts --out build/holdout-tts --seed 6 --fondo-minutes 30
+    python -m pipeline.holdout_tts --out build/holdout-tts --fondo-minutes 60
+    python -m pipeline.holdout_tts --split dev --out build/holdout-dev
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ KEYWORDS: tuple[str, ...] = ("ACOPLAR", "CANCELAR", "CONTINUAR", "LEVANTADO", "P
 BACKGROUND_CLASS = "FONDO"
 
 # The EVALUATION voices: espeak-ng (language, variant). Training must never use any of them;
-# check_voice_split() asserts this against pipeline.demo_seeds' training voice.
+# check_splits() asserts that no speaker (espeak-ng variant) is shared with the training side or DEV_VOICES.
 EVAL_VOICES: tuple[tuple[str, str], ...] = (
     ("es", "f2"), ("es", "f4"), ("es", "m2"), ("es", "m3"), ("es", "m5"), ("es", "Andrea"),
     ("es-419", "f1"), ("es-419", "f3"), ("es-419", "f5"), ("es-419", "m4"), ("es-419", "m6"), ("es-419", "m7"),
