@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target_fa_per_hour < 0 or args.context_s < 0:
         die(f"--target-fa-per-hour {args.target_fa_per_hour} / --context-s {args.context_s}: must be >= 0")
     try:
-        base = DetectorSettings(hop_s=args.hop_s, off_threshold=min(args.off_threshold, 1.0),
+        # on_threshold is what calibration chooses; 1.0 here only lets any off threshold in [0, 1] through
+        base = DetectorSettings(hop_s=args.hop_s, on_threshold=1.0, off_threshold=args.off_threshold,
                                 refractory_s=args.refractory_s, background_class=BACKGROUND_CLASS)
         for sw, mc in itertools.product(args.smooth_windows, args.min_consecutive_windows):
             dataclasses.replace(base, smooth_windows=sw, min_consecutive_windows=mc)
