@@ -184,7 +184,7 @@ HOLDOUT_STAMP := $(B)/eval-holdout.path
 HOLDOUT_FILES := $(if $(HOLDOUT),$(wildcard $(HOLDOUT)/*/ $(HOLDOUT)/*/*.wav $(HOLDOUT)/*/*.WAV $(HOLDOUT)/manifest.json),$(HOLDOUT_TTS))
 EVAL_PY       := pipeline/evaluate.py pipeline/detect.py pipeline/infer.py pipeline/features.py pipeline/audio.py \
                  pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/augment.py pipeline/speech_negatives.py \
-                 pipeline/tts.py
+                 pipeline/tts.py pipeline/dev_texts.py
 
 holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices training never uses) + Spanish negatives
 holdout-dev: $(HOLDOUT_DEV)    ## espeak-ng development set (neither training nor evaluation voices) for the detector
@@ -194,11 +194,11 @@ eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axm
 
 # espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
 $(HOLDOUT_TTS): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
-                pipeline/speech_negatives.py pipeline/tts.py $(COMMON_PY)
+                pipeline/speech_negatives.py pipeline/tts.py pipeline/dev_texts.py $(COMMON_PY)
 	$(PYTHON) -m pipeline.holdout_tts --out $(@D)
 
 $(HOLDOUT_DEV): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
-                pipeline/speech_negatives.py pipeline/tts.py $(COMMON_PY)
+                pipeline/speech_negatives.py pipeline/tts.py pipeline/dev_texts.py $(COMMON_PY)
 	$(PYTHON) -m pipeline.holdout_tts --split dev --out $(@D)
 
 $(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(P)/detector.toml pipeline/detector_calib.py $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)

@@ -66,3 +66,14 @@ def test_eval_int8_scores_the_axmodel_with_the_same_detector(tmp_path: Path) -> 
     assert len(ev) == 1 and f"--axmodel {b}/pulsar2/output/compiled.axmodel" in ev[0]
     assert f"--settings {b}/detector/settings.json" in ev[0] and f"--out {b}/eval-int8" in ev[0]
     assert any("-m pulsar2.build" in line for line in lines)
+
+
+def test_the_tts_sets_rebuild_when_their_texts_change(tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    for name in ("holdout-dev", "holdout-tts"):
+        (b / name).mkdir(parents=True)
+        (b / name / "manifest.json").write_text("{}", encoding="utf-8")  # newer than every source file
+    assert "pipeline.holdout_tts" not in make_n("holdout-dev", "holdout-tts", build=b)
+    for source in ("pipeline/dev_texts.py", "pipeline/speech_negatives.py", "pipeline/holdout_tts.py"):
+        out = make_n("-W", source, "holdout-dev", "holdout-tts", build=b)
+        assert f"--split dev --out {b}/holdout-dev" in out and f"holdout_tts --out {b}/holdout-tts" in out, source
