@@ -52,7 +52,7 @@ from pipeline.detect import (
     with_on_threshold,
 )
 from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
-from pipeline.tts import speaker
+from pipeline.tts import speaker, training_voices
 
 if TYPE_CHECKING:
     from pipeline.infer import OnnxModel
@@ -117,8 +117,6 @@ def _read_json(path: Path, what: str) -> Any:
 
 def training_material(train_manifest: Path | None, dataset: Path | None, seeds: Path | None) -> tuple[dict[str, str], set[str]]:
     """(sha256 -> where it was seen, voice names) of everything training used or may have used."""
-    from pipeline.holdout_tts import training_voices
-
     hashes: dict[str, str] = {}
     voices: set[str] = set(training_voices())
     docs: list[tuple[Path, Any]] = []

@@ -37,7 +37,7 @@ import numpy as np
 from pipeline.audio import wav_bytes
 from pipeline.cli import csv_floats, die, run_main, setup_logging
 from pipeline.io import atomic_dir, atomic_write_json, sha256_bytes
-from pipeline.tts import espeak_binary, espeak_version, speak
+from pipeline.tts import check_voice_split, espeak_binary, espeak_version, speak, training_voices
 
 log = logging.getLogger(__name__)
 
@@ -115,21 +115,6 @@ def voice_id(language: str, variant: str) -> str:
 def normalise_voice(voice: str) -> str:
     """Compare voices case-insensitively; a bare language means its default variant."""
     return voice.strip().lower()
-
-
-def training_voices() -> list[str]:
-    """Every espeak-ng voice the training side may use: the demo seeds' voice and pipeline.tts.TRAINING_VOICES."""
-    from pipeline.demo_seeds import TRAIN_VOICE
-    from pipeline.tts import TRAINING_VOICES
-
-    return [TRAIN_VOICE, *TRAINING_VOICES]
-
-
-def check_voice_split(eval_voices: Sequence[str], train_voices: Sequence[str]) -> None:
-    """Raise ValueError if an evaluation voice shares its speaker (espeak-ng variant) with a training voice."""
-    from pipeline.tts import check_voice_split as check
-
-    check(eval_voices, train_voices)
 
 
 def check_splits() -> None:

@@ -150,11 +150,8 @@ def speech_file(index: int, seconds: float, voices: Sequence[str], espeak: str,
     return (audio + floor).astype(np.float32), texts
 
 
-def default_voices() -> list[str]:
-    """The demo seeds' voice and pipeline.tts.TRAINING_VOICES: every speaker training may hear."""
-    from pipeline.demo_seeds import TRAIN_VOICE
-
-    return [TRAIN_VOICE, *tts.TRAINING_VOICES]
+# every speaker training may hear: the command voice and pipeline.tts.TRAINING_VOICES
+default_voices = tts.training_voices
 
 
 def check_voices(voices: Sequence[str]) -> None:

@@ -33,6 +33,13 @@ TRAINING_VOICES: tuple[str, ...] = (
 )
 
 
+def training_voices() -> list[str]:
+    """Every espeak-ng voice the training side may use: the demo seeds' command voice and TRAINING_VOICES."""
+    from pipeline.demo_seeds import TRAIN_VOICE  # demo_seeds imports this module: import on call
+
+    return [TRAIN_VOICE, *TRAINING_VOICES]
+
+
 def speaker(voice: str) -> str:
     """The speaker identity of a voice, case-insensitive: the variant of an espeak-ng ``language+variant``
     voice (``es+f3`` and ``es-419+f3`` are one speaker), else the whole name (a bare ``es-419``, a person)."""
