@@ -54,7 +54,9 @@ else
 $(error RUNNER=$(RUNNER): expected auto, docker or local)
 endif
 ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+ifeq ($(MAKE_RESTARTS),)
 $(info runner: $(RUNNER_USED) ($(RUNNER_WHY)))
+endif
 endif
 
 ifeq ($(RUNNER_USED),docker)
@@ -76,7 +78,19 @@ endif
 # Class folders are prerequisites too: adding or removing a seed changes the folder's mtime.
 SEED_DIRS  := $(wildcard $(SEEDS)/*/)
 SEED_FILES := $(wildcard $(SEEDS)/*/*.wav $(SEEDS)/*/*.WAV)
-COMMON_PY  := pipeline/__init__.py pipeline/cli.py pipeline/io.py pipeline/provenance.py pipeline/contract.py
+# Each stage rule depends on every project file its module imports: DEPS_<module>, generated from the import
+# graph (pipeline.core.imports, stdlib only) whenever a source file changes, and read back in by make.
+STAGE_MODULES := pipeline.stages.dataset pipeline.stages.features pipeline.stages.train pipeline.stages.export \
+                 pipeline.stages.calib pipeline.stages.npu_inputs pipeline.stages.where pulsar2.config pulsar2.build \
+                 pulsar2.quant_report pulsar2.int8_onnx pipeline.eval.holdout_tts pipeline.eval.detector_calib \
+                 pipeline.eval.evaluate
+PROJECT_PY    := $(wildcard pipeline/*.py pipeline/*/*.py pulsar2/*.py pulsar2/*/*.py)
+DEPS_MK       := .make/deps.mk
+ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+include $(DEPS_MK)
+endif
+$(DEPS_MK): $(PROJECT_PY)
+	$(PYTHON) -m pipeline.core.imports --makefile $@ $(STAGE_MODULES)
 
 DATASET    := $(B)/dataset/manifest.json
 FEATURES   := $(B)/features/manifest.json
@@ -103,9 +117,9 @@ config: $(P2_CONFIG)           ## schema-validated kws_build_int8_config.json
 axmodel: $(AXMODEL)            ## compiled.axmodel (real Pulsar2 image if present, else the EMULATOR)
 quant-report: $(QUANT)         ## INT8 vs FP32 agreement on held-back features
 where:                         ## print where each artifact is
-	@$(PYTHON) -m pipeline.where --build $(B)
+	@$(PYTHON) -m pipeline.stages.where --build $(B)
 demo-seeds:                    ## regenerate data/demo-seeds with espeak-ng + synthetic background
-	$(PYTHON) -m pipeline.demo_seeds --out data/demo-seeds
+	$(PYTHON) -m pipeline.authoring.demo_seeds --out data/demo-seeds
 test:                          ## run the test suite
 	$(PYTHON) -m pytest
 clean:                         ## delete $(BUILD)
@@ -114,42 +128,39 @@ help:                          ## list targets
 	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | expand -t 16
 
 # ---- pipeline ----------------------------------------------------------------------------------
-$(DATASET): $(P)/dataset.toml $(SEED_DIRS) $(SEED_FILES) pipeline/dataset.py pipeline/audio.py \
-            pipeline/augment.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.dataset --params $(P)/dataset.toml --seeds $(SEEDS) --out $(@D) && echo $(PARAMS) > $(PRESET_FILE)
+$(DATASET): $(P)/dataset.toml $(SEED_DIRS) $(SEED_FILES) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.dataset --params $(P)/dataset.toml --seeds $(SEEDS) --out $(@D) && echo $(PARAMS) > $(PRESET_FILE)
 
-$(FEATURES): $(DATASET) $(P)/features.toml pipeline/features.py pipeline/audio.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.features --params $(P)/features.toml --dataset $(<D) --out $(@D)
+$(FEATURES): $(DATASET) $(P)/features.toml $(DEPS_pipeline.stages.features) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.features --params $(P)/features.toml --dataset $(<D) --out $(@D)
 
-$(CKPT): $(FEATURES) $(P)/train.toml pipeline/train.py pipeline/model.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.train --params $(P)/train.toml --features $(<D) --out $(@D)
+$(CKPT): $(FEATURES) $(P)/train.toml $(DEPS_pipeline.stages.train) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.train --params $(P)/train.toml --features $(<D) --out $(@D)
 
-$(ONNX): $(CKPT) $(FEATURES) $(P)/export.toml pipeline/export.py pipeline/model.py pipeline/infer.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.export --params $(P)/export.toml --ckpt $< --features $(B)/features \
+$(ONNX): $(CKPT) $(FEATURES) $(P)/export.toml $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.export --params $(P)/export.toml --ckpt $< --features $(B)/features \
 	    --out $@ --report $(B)/reports/onnx_parity.json
 
-$(CALIB): $(FEATURES) $(P)/calib.toml pipeline/calib.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.calib --params $(P)/calib.toml --features $(<D) --out $@
+$(CALIB): $(FEATURES) $(P)/calib.toml $(DEPS_pipeline.stages.calib) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.calib --params $(P)/calib.toml --features $(<D) --out $@
 
-$(NPU_INPUTS): $(FEATURES) $(P)/npu_inputs.toml pipeline/npu_inputs.py $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.npu_inputs --params $(P)/npu_inputs.toml --features $(<D) --out $(@D)
+$(NPU_INPUTS): $(FEATURES) $(P)/npu_inputs.toml $(DEPS_pipeline.stages.npu_inputs) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.npu_inputs --params $(P)/npu_inputs.toml --features $(<D) --out $(@D)
 
 # The artifact index: printed (and kept) once everything else is built.
-$(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) pipeline/where.py pipeline/io.py
-	$(PYTHON) -m pipeline.where --build $(B) --out $@
+$(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) $(DEPS_pipeline.stages.where)
+	$(PYTHON) -m pipeline.stages.where --build $(B) --out $@
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------
-$(P2_CONFIG): $(ONNX) $(CALIB) $(P)/pulsar2.toml pulsar2/config.py pulsar2/config.template.json \
-              pulsar2/checks.py pulsar2/schema.py schemas/pulsar2-config.schema.json $(COMMON_PY) $(TRAIN_IMAGE)
+$(P2_CONFIG): $(ONNX) $(CALIB) $(P)/pulsar2.toml $(DEPS_pulsar2.config) pulsar2/config.template.json \
+              schemas/pulsar2-config.schema.json $(TRAIN_IMAGE)
 	$(RUN) -m pulsar2.config --params $(P)/pulsar2.toml --onnx $< --calib $(CALIB) --build $(B) --out $@
 
-$(AXMODEL): $(P2_CONFIG) $(ONNX) $(CALIB) pulsar2/build.py pulsar2/__init__.py pulsar2/axmodel.py pulsar2/checks.py \
-            pulsar2/schema.py $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
+$(AXMODEL): $(P2_CONFIG) $(ONNX) $(CALIB) $(DEPS_pulsar2.build) $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
 	$(PYTHON) -m pulsar2.build --config $< --build $(B) --out $@ --runner $(RUNNER_USED) \
 	    --image $(PULSAR2_IMAGE) --image-origin "$(origin PULSAR2_IMAGE)" --emulator-image-id "$(PULSAR2_EMU)"
 
-$(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) pulsar2/quant_report.py pulsar2/__init__.py pulsar2/axmodel.py \
-          pipeline/infer.py $(COMMON_PY) $(TRAIN_IMAGE)
+$(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) $(DEPS_pulsar2.quant_report) $(TRAIN_IMAGE)
 	$(RUN) -m pulsar2.quant_report --axmodel $< --onnx $(ONNX) --features $(B)/features --out $@
 
 # ---- images (docker runner only) ---------------------------------------------------------------
@@ -162,7 +173,7 @@ images: $(IMAGES)/train.id $(IMAGES)/pulsar2-emulator.id $(BOARD_EMU) ## the thr
 $(IMAGES)/train.id: docker/train.Dockerfile docker/requirements.lock docker/smoke.py
 	$(PYTHON) docker/build_image.py --name train --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
 
-$(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/train.id $(COMMON_PY) \
+$(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/train.id $(wildcard pipeline/core/*.py) \
                                $(wildcard pulsar2/*.py pulsar2/*.json pulsar2/emulator/*.py schemas/*.json schemas/params/*.json) \
                                pulsar2/emulator/pulsar2
 	$(PYTHON) docker/build_image.py --name pulsar2-emulator --dockerfile $< --from-iidfile $(IMAGES)/train.id --iidfile $@
@@ -171,7 +182,7 @@ $(BOARD_EMU): docker/board-emulator.Dockerfile docker/board-requirements.lock do
               $(wildcard device/emulator/*.py device/emulator/*.sh)
 	$(PYTHON) docker/build_image.py --name board-emulator --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
 
-# ---- evaluation (issue 6) ----------------------------------------------------------------------
+# ---- evaluation ----------------------------------------------------------------------------------
 # make eval HOLDOUT=<dir>: one folder per class (FONDO = keyword-free audio); default: the TTS holdout.
 # The holdout path is remembered in a stamp so that switching HOLDOUT re-runs the evaluation.
 HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
@@ -179,13 +190,10 @@ HOLDOUT_DEV   := $(B)/holdout-dev/manifest.json
 DETECTOR      := $(B)/detector/settings.json
 EVAL          := $(B)/eval/summary.json
 EVAL_INT8     := $(B)/eval-int8/summary.json
+INT8_ONNX     := $(B)/pulsar2/output/emulated_int8.onnx
 HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
 HOLDOUT_STAMP := $(B)/eval-holdout.path
 HOLDOUT_FILES := $(if $(HOLDOUT),$(wildcard $(HOLDOUT)/*/ $(HOLDOUT)/*/*.wav $(HOLDOUT)/*/*.WAV $(HOLDOUT)/manifest.json),$(HOLDOUT_TTS))
-EVAL_PY       := pipeline/evaluate.py pipeline/detect.py pipeline/infer.py pipeline/features.py pipeline/audio.py \
-                 pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/augment.py pipeline/speech_negatives.py \
-                 pipeline/tts.py pipeline/dev_texts.py
-
 holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices training never uses) + Spanish negatives
 holdout-dev: $(HOLDOUT_DEV)    ## espeak-ng development set (neither training nor evaluation voices) for the detector
 detector: $(DETECTOR)          ## detector settings chosen and calibrated on the development set
@@ -193,27 +201,28 @@ eval: $(EVAL)                  ## held-out evaluation with leak check (make eval
 eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axmodel: the NPU path on the holdout
 
 # espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
-$(HOLDOUT_TTS): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
-                pipeline/speech_negatives.py pipeline/tts.py pipeline/dev_texts.py $(COMMON_PY)
-	$(PYTHON) -m pipeline.holdout_tts --out $(@D)
+$(HOLDOUT_TTS): $(DEPS_pipeline.eval.holdout_tts)
+	$(PYTHON) -m pipeline.eval.holdout_tts --out $(@D)
 
-$(HOLDOUT_DEV): pipeline/holdout_tts.py pipeline/demo_seeds.py pipeline/audio.py pipeline/augment.py \
-                pipeline/speech_negatives.py pipeline/tts.py pipeline/dev_texts.py $(COMMON_PY)
-	$(PYTHON) -m pipeline.holdout_tts --split dev --out $(@D)
+$(HOLDOUT_DEV): $(DEPS_pipeline.eval.holdout_tts)
+	$(PYTHON) -m pipeline.eval.holdout_tts --split dev --out $(@D)
 
-$(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(P)/detector.toml pipeline/detector_calib.py $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.detector_calib --params $(P)/detector.toml --onnx $(ONNX) --dev $(B)/holdout-dev --out $(@D)
+$(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(P)/detector.toml $(DEPS_pipeline.eval.detector_calib) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.detector_calib --params $(P)/detector.toml --onnx $(ONNX) --dev $(B)/holdout-dev --out $(@D)
 
 $(HOLDOUT_STAMP): $(if $(filter-out $(HOLDOUT_DIR),$(file <$(HOLDOUT_STAMP))),holdout-changed)
 	mkdir -p $(@D) && printf '%s\n' '$(HOLDOUT_DIR)' > $@
 
-$(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.evaluate --onnx $(ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
+$(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
 	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
 
-$(EVAL_INT8): $(AXMODEL) $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(EVAL_PY) pulsar2/axmodel.py \
-              $(COMMON_PY) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.evaluate --onnx $(ONNX) --axmodel $(AXMODEL) --holdout $(HOLDOUT_DIR) --out $(@D) \
+# The INT8 model inside the EMULATED axmodel as an ONNX file (a real axmodel is refused: it runs on the board).
+$(INT8_ONNX): $(AXMODEL) $(ONNX) $(DEPS_pulsar2.int8_onnx) $(TRAIN_IMAGE)
+	$(RUN) -m pulsar2.int8_onnx --axmodel $(AXMODEL) --onnx $(ONNX) --out $@
+
+$(EVAL_INT8): $(INT8_ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.evaluate --onnx $(INT8_ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
 	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
 
 # Always out of date: makes the stamp above rewrite itself when HOLDOUT changes.

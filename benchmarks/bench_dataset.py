@@ -40,9 +40,9 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import augment as A
-from pipeline import dataset
-from pipeline.audio import locate_word
+from pipeline.audio import augment as A
+from pipeline.audio.locate import locate_word
+from pipeline.stages import dataset
 
 SR = 16000
 N_IRS = 64
@@ -158,7 +158,7 @@ def _ours_once(seeds: Path, out: Path, per_class: int, fondo_clips: int, workers
 
 
 def run_ours(seeds: Path, out: Path, per_class: int, fondo_clips: int, workers: int) -> Timing:
-    """The whole stage (``pipeline.dataset.main``: seeds, workers, clips, clips.jsonl, manifest).
+    """The whole stage (``pipeline.stages.dataset.main``: seeds, workers, clips, clips.jsonl, manifest).
     Steady state = this run minus a run of 1 clip per class with the same workers (its fixed cost)."""
     wall, cpu = _ours_once(seeds, out, per_class, fondo_clips, workers)
     wall0, cpu0 = _ours_once(seeds, out, 1, 1, workers)
@@ -219,7 +219,7 @@ def main() -> int:
 
     name = f"audiomentations {audiomentations.__version__}"
     print(f"\n{'clips/s':28s} {'end-to-end wall':>16s} {'end-to-end CPU':>15s} {'steady wall':>12s} {'steady CPU':>11s}")
-    for label, ts in (("pipeline.dataset", ours), (name, base)):
+    for label, ts in (("pipeline.stages.dataset", ours), (name, base)):
         print(f"{label:28s} {total / best(ts, 'total_wall_s'):16.1f} {total / best(ts, 'total_cpu_s'):15.1f} "
               f"{total / best(ts, 'steady_wall_s'):12.1f} {total / best(ts, 'steady_cpu_s'):11.1f}")
     ratios = [best(base, f) / best(ours, f) for f in ("total_wall_s", "total_cpu_s", "steady_wall_s", "steady_cpu_s")]

@@ -1,6 +1,6 @@
 """Benchmark: our feature extraction vs librosa log-Mel per clip, on the same clips in the same run.
 
-Ours is the features stage's own path (``pipeline.features.extract_dataset``: read the 16-bit WAVs, batched
+Ours is the features stage's own path (``pipeline.stages.features.extract_dataset``: read the 16-bit WAVs, batched
 torchaudio STFT + mel, ``--workers`` threads). The baseline is the field's usual loop: per clip
 ``soundfile.read`` + ``librosa.feature.melspectrogram`` (same contract: n_fft 512, Hann 400, hop 160,
 64 HTK mels, center=False on the 56-sample padded clip) + ``power_to_db``, once in one process and once
@@ -38,8 +38,9 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.contract import FeatureContract
-from pipeline.features import extract_dataset, load_contract, pad_samples
+from pipeline.audio.features import load_contract, pad_samples
+from pipeline.core.contract import FeatureContract
+from pipeline.stages.features import extract_dataset
 
 
 def synth_dataset(root: Path, n_clips: int, seed: int = 0) -> list[str]:

@@ -31,8 +31,8 @@ import tarfile
 from pathlib import Path
 
 from device.ssh import DeviceError
-from pipeline.contract import FeatureContract
-from pipeline.io import sha256_file
+from pipeline.core.contract import FeatureContract
+from pipeline.core.io import sha256_file
 from pulsar2 import axmodel
 
 SUMS_NAME = "SHA256SUMS"

@@ -30,7 +30,7 @@ from device.ssh import (
     check_remote_root,
     resolve_password,
 )
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.core.io import atomic_write_json, atomic_write_text
 
 OUT_DIR = "device"  # under the build folder: build/device/<host>/...
 

@@ -34,7 +34,7 @@ from device.bundle import Bundle, collect_bundle
 from device.deploy import probe
 from device.report import compute_report, write_report
 from device.ssh import ConnectionLost, DeviceError, check_remote_root, run_script, tail
-from pipeline.io import atomic_write_json
+from pipeline.core.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def eval_npu(
     onnx_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate on the board, compare with ONNX on the host, write report.{json,txt,png}; returns the report."""
-    from pipeline.infer import OnnxModel
+    from pipeline.model.infer import OnnxModel
 
     if mode not in MODES:
         raise DeviceError(f"--mode {mode!r}: expected one of {list(MODES)}")

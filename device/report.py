@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from device.bundle import Label
-from pipeline.infer import softmax
-from pipeline.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.model.infer import softmax
 
 N_SLOWEST = 10
 

@@ -29,7 +29,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.runners import Result
 
-from pipeline.cli import StageError
+from pipeline.core.cli import StageError
 
 log = logging.getLogger(__name__)
 

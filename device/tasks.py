@@ -21,7 +21,7 @@ from pathlib import Path
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from pipeline.cli import StageError
+from pipeline.core.cli import StageError
 
 CONN_HELP = {
     "host": "board address (or board.host in invoke.yaml)",

@@ -31,8 +31,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (the Makefile does): make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cli import die, run_main, setup_logging
-from pipeline.io import atomic_write_text
+from pipeline.core.cli import die, run_main, setup_logging
+from pipeline.core.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cli import die, run_main, setup_logging
+from pipeline.core.cli import die, run_main, setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ ENV KWS_PULSAR2_EMULATOR=1 \
     KWS_ROOT=/opt/kws \
     PYTHONPATH=/opt/kws
 
-COPY pipeline/__init__.py pipeline/cli.py pipeline/io.py pipeline/provenance.py pipeline/contract.py /opt/kws/pipeline/
+COPY pipeline/__init__.py /opt/kws/pipeline/
+COPY pipeline/core/ /opt/kws/pipeline/core/
 COPY schemas/ /opt/kws/schemas/
 COPY pulsar2/ /opt/kws/pulsar2/
 RUN chmod 0755 /opt/kws/pulsar2/emulator/pulsar2 \

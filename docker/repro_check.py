@@ -29,8 +29,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cli import die, run_main, setup_logging
-from pipeline.io import sha256_file
+from pipeline.core.cli import die, run_main, setup_logging
+from pipeline.core.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def compare_onnx_predictions(onnx_a: Path, onnx_b: Path, features_npy: Path) -> 
     """(rows, max |logit_a - logit_b|) of the two models on every row of ``features_npy``."""
     import numpy as np
 
-    from pipeline.infer import OnnxModel
+    from pipeline.model.infer import OnnxModel
 
     x = np.load(features_npy, mmap_mode="r")
     la = OnnxModel(onnx_a).logits(np.ascontiguousarray(x))

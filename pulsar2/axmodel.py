@@ -113,7 +113,7 @@ def _umask() -> int:
 
 def write_emulated(path: str | os.PathLike[str], onnx_bytes: bytes, meta: dict[str, Any]) -> None:
     """Write the container atomically (temp file in the same directory + ``os.replace``)."""
-    # pipeline.io.atomic_write_bytes does the same; not imported because this file travels alone into the
+    # pipeline.core.io.atomic_write_bytes does the same; not imported because this file travels alone into the
     # board-emulator image.
     data = pack(onnx_bytes, meta)
     final = Path(path)

@@ -17,7 +17,7 @@ The output directory is emptied first; success needs exit status 0 AND a non-emp
 no Python traceback in the log. The compiler's log goes to ``output/build.log``; ``output/manifest.json``
 (written last) records ``emulated``, the compiler version, the image and the config/axmodel sha256.
 
-Standard library only (plus the stdlib-only ``pipeline.io``/``pipeline.provenance`` and ``pulsar2.axmodel``):
+Standard library only (plus the stdlib-only ``pipeline.core.io``/``pipeline.core.provenance`` and ``pulsar2.axmodel``):
 with the docker runner this runs on the host, where the ML stack need not be installed.
 """
 
@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.io import atomic_write_json, sha256_file
-from pipeline.provenance import manifest
+from pipeline.core.io import atomic_write_json, sha256_file
+from pipeline.core.provenance import manifest
 from pulsar2 import axmodel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +55,8 @@ BANNER = "\n".join([
 
 
 class BuildError(Exception):
-    """Bad input or a failed build: printed as ``error: ...``, exit status 2 (pipeline.cli.StageError's twin;
-    pipeline.cli is not imported because it needs jsonschema, and this module must stay stdlib-only)."""
+    """Bad input or a failed build: printed as ``error: ...``, exit status 2 (pipeline.core.cli.StageError's twin;
+    pipeline.core.cli is not imported because it needs jsonschema, and this module must stay stdlib-only)."""
 
 
 def load_instructions(image: str) -> str:

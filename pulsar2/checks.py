@@ -154,7 +154,7 @@ def check_calibration_archive(
     suffix = CALIB_SUFFIX[fmt]
     if not files:
         return [f"{name}: no {suffix} files at the archive root or under {tensor.name}/; "
-                "expected input_00000" + suffix + " ... (pipeline.calib writes them)"], 0
+                "expected input_00000" + suffix + " ... (pipeline.stages.calib writes them)"], 0
     want_shape = tuple(int(d) for d in tensor.shape) if tensor.static else None
     bad: list[str] = []
     for member, data in files:

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.cli import StageError, die, parse_stage_args, run_main, setup_logging, stage_parser
-from pipeline.io import atomic_write_json
+from pipeline.core.cli import StageError, die, parse_stage_args, run_main, setup_logging, stage_parser
+from pipeline.core.io import atomic_write_json
 from pulsar2.checks import check_calibration_archive, check_onnx_against_config, onnx_io
 from pulsar2.schema import validate_config
 
@@ -123,8 +123,8 @@ def make_config(
 
 def build_parser() -> argparse.ArgumentParser:
     p = stage_parser("Write the schema-validated Pulsar2 build config (paths as seen in the container).", "pulsar2")
-    p.add_argument("--onnx", type=Path, required=True, help="float ONNX model (pipeline.export)")
-    p.add_argument("--calib", type=Path, required=True, help="calibration tar of float32 .npy (pipeline.calib)")
+    p.add_argument("--onnx", type=Path, required=True, help="float ONNX model (pipeline.stages.export)")
+    p.add_argument("--calib", type=Path, required=True, help="calibration tar of float32 .npy (pipeline.stages.calib)")
     p.add_argument("--build", type=Path, required=True, help="build directory; mounted at /data/build in the container")
     p.add_argument("--out", type=Path, required=True, help="config file to write (inside --build)")
     p.add_argument("--template", type=Path, default=TEMPLATE_PATH, help="static part of the config")

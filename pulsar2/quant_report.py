@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cli import die, run_main, setup_logging
-from pipeline.features import FeatureSet
-from pipeline.infer import OnnxModel
-from pipeline.io import atomic_write_json, sha256_file
-from pipeline.provenance import manifest
+from pipeline.audio.features import FeatureSet
+from pipeline.core.cli import die, run_main, setup_logging
+from pipeline.core.io import atomic_write_json, sha256_file
+from pipeline.core.provenance import manifest
+from pipeline.model.infer import OnnxModel
 from pulsar2 import axmodel
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from invoke import Context
 
-from pipeline.cli import StageError, run_main, setup_logging
+from pipeline.core.cli import StageError, run_main, setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``python -m pulsar2.emulator build --config X`` (see pulsar2.emulator.cli)."""
 
-from pipeline.cli import run_main
+from pipeline.core.cli import run_main
 from pulsar2.emulator.cli import main
 
 if __name__ == "__main__":

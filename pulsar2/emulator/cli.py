@@ -28,11 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cli import die
-from pipeline.io import atomic_dir, atomic_write_json
+from pipeline.core.cli import die
+from pipeline.core.io import atomic_dir, atomic_write_json
 from pulsar2 import axmodel
 from pulsar2.checks import (
-    calibration_members, check_calibration_archive, check_onnx_against_config, effective_inputs, load_calibration, onnx_io,
+    calibration_members,
+    check_calibration_archive,
+    check_onnx_against_config,
+    effective_inputs,
+    load_calibration,
+    onnx_io,
 )
 from pulsar2.emulator import EMULATOR_VERSION
 from pulsar2.emulator.quantize import METHODS, quantize

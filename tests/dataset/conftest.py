@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import dataset
-from pipeline.cli import run_main
+from pipeline.core.cli import run_main
+from pipeline.stages import dataset
 from tests.conftest import ROOT, tone_word, write_wav
 
 SMOKE = ROOT / "pipeline" / "params" / "smoke" / "dataset.toml"
@@ -39,7 +39,7 @@ def seeds(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run_dataset(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Callable[..., tuple[int, str]]:
-    """Run ``python -m pipeline.dataset`` in-process; returns (exit status, stderr + log text)."""
+    """Run ``python -m pipeline.stages.dataset`` in-process; returns (exit status, stderr + log text)."""
 
     def run(seeds_dir: Path, out: Path, *extra: str, params: Path = SMOKE) -> tuple[int, str]:
         caplog.clear()

@@ -1,4 +1,4 @@
-"""pipeline.audio: reading/converting WAVs, writing PCM_16, and the word locator."""
+"""pipeline.audio.wav: reading/converting WAVs, writing PCM_16, and the word locator."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline.audio import AudioError, load_audio, locate_word, read_audio, write_wav
+from pipeline.audio.locate import locate_word
+from pipeline.audio.wav import AudioError, load_audio, read_audio, write_wav
 from tests.conftest import tone_word
 from tests.conftest import write_wav as write_fixture_wav
 
@@ -26,7 +27,7 @@ def dominant_hz(x: np.ndarray, sr: int = SR) -> float:
 def test_pcm16_mono_16k_is_read_unchanged_and_not_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     x = tone_word()
     path = write_fixture_wav(tmp_path / "a.wav", x)
-    with caplog.at_level(logging.INFO, logger="pipeline.audio"):
+    with caplog.at_level(logging.INFO, logger="pipeline.audio.wav"):
         y, conv = read_audio(path)
     ref, _ = sf.read(str(path), dtype="float32")
     assert y.dtype == np.float32 and y.ndim == 1
@@ -42,7 +43,7 @@ def test_stereo_44k1_24bit_is_converted_to_mono_16k_and_logged(tmp_path: Path,
     left = 0.4 * np.sin(2 * np.pi * 440 * t)
     right = 0.2 * np.sin(2 * np.pi * 440 * t)
     path = write_fixture_wav(tmp_path / "stereo.wav", np.stack([left, right], axis=1), sr=sr_in, subtype="PCM_24")
-    with caplog.at_level(logging.INFO, logger="pipeline.audio"):
+    with caplog.at_level(logging.INFO, logger="pipeline.audio.wav"):
         y, conv = read_audio(path)
     assert y.dtype == np.float32 and y.ndim == 1
     assert abs(y.size - 1.5 * SR) <= 1
@@ -56,7 +57,7 @@ def test_stereo_44k1_24bit_is_converted_to_mono_16k_and_logged(tmp_path: Path,
 def test_float_wav_above_full_scale_is_scaled_not_clipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     x = 1.5 * np.sin(2 * np.pi * 300 * np.arange(SR) / SR)
     path = write_fixture_wav(tmp_path / "float.wav", x.astype(np.float32), subtype="FLOAT")
-    with caplog.at_level(logging.INFO, logger="pipeline.audio"):
+    with caplog.at_level(logging.INFO, logger="pipeline.audio.wav"):
         y = load_audio(path)
     assert float(np.max(np.abs(y))) == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(y, x / 1.5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""pipeline.augment: each transform does what it says, and sample() -> apply() is deterministic."""
+"""pipeline.audio.augment: each transform does what it says, and sample() -> apply() is deterministic."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import augment as A
+from pipeline.audio import augment as A
 from tests.conftest import tone_word
 
 SR = 16000

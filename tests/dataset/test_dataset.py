@@ -1,4 +1,4 @@
-"""pipeline.dataset: outputs, manifest, determinism, regeneration from clips.jsonl, bad input, atomicity."""
+"""pipeline.stages.dataset: outputs, manifest, determinism, regeneration from clips.jsonl, bad input, atomicity."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import dataset
-from pipeline.audio import frame_energy_db, pcm16, read_audio
-from pipeline.cli import SCHEMA_DIR, StageError, load_params
-from pipeline.io import sha256_file
+from pipeline.audio.locate import frame_energy_db
+from pipeline.audio.wav import pcm16, read_audio
+from pipeline.core.cli import SCHEMA_DIR, StageError, load_params
+from pipeline.core.io import sha256_file
+from pipeline.stages import dataset
 from tests.conftest import ROOT, tone_word, write_wav
 from tests.dataset.conftest import make_seeds
 

@@ -1,4 +1,4 @@
-"""pipeline.demo_seeds: the committed demo seed set is what the generator makes, and it is usable."""
+"""pipeline.authoring.demo_seeds: the committed demo seed set is what the generator makes, and it is usable."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline import dataset, demo_seeds
-from pipeline.audio import load_audio, locate_word
-from pipeline.cli import run_main
+from pipeline.audio.locate import locate_word
+from pipeline.audio.wav import load_audio
+from pipeline.authoring import demo_seeds
+from pipeline.core.cli import run_main
+from pipeline.stages import dataset
 from tests.conftest import ROOT, require_tool
 
 torch.set_num_threads(1)
@@ -41,7 +43,7 @@ def test_generated_set_layout_and_format(generated: Path) -> None:
         assert span.peak_dbfs - span.floor_dbfs > 30
     fondo = sorted((generated / "FONDO").glob("0*.wav"))
     assert [p.stem.split("_", 1)[1] for p in fondo] == ["brown_noise", "pink_noise", "mains_hum", "fan_noise"]
-    speech = sorted((generated / "FONDO").glob("speech_neg_*.wav"))  # keyword-free talk (pipeline.speech_negatives)
+    speech = sorted((generated / "FONDO").glob("speech_neg_*.wav"))  # keyword-free talk (pipeline.authoring.speech_negatives)
     assert speech and sum(sf.info(str(p)).duration for p in speech) >= 60 * demo_seeds.SPEECH_NEG_MINUTES
     for p in fondo:
         x = load_audio(p)

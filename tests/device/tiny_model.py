@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.contract import FeatureContract
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.core.contract import FeatureContract
+from pipeline.core.io import atomic_write_json, atomic_write_text
 from pulsar2 import axmodel
 
 CLASSES = ["ACOPLAR", "AVANZAR", "DESACOPLAR", "DETENER", "FONDO", "IZQUIERDA", "DERECHA", "RETROCEDER"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import StageError
+from pipeline.core.cli import StageError
 from tests.docker.conftest import ROOT, load_script
 
 bi = load_script("build_image")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import StageError
+from pipeline.core.cli import StageError
 from tests.docker.conftest import load_script
 
 dm = load_script("daemon")

@@ -88,7 +88,7 @@ def test_ci_script_is_strict_bash() -> None:
 
 def test_ci_params_preset_is_complete_and_valid() -> None:
     """pipeline/params/ci (the CI's preset) has every stage file the smoke preset has, each valid for its schema."""
-    from pipeline.cli import load_params
+    from pipeline.core.cli import load_params
 
     ci_dir, smoke_dir = ROOT / "pipeline" / "params" / "ci", ROOT / "pipeline" / "params" / "smoke"
     names = sorted(p.name for p in smoke_dir.glob("*.toml"))

@@ -37,7 +37,7 @@ def test_stage_in_training_image_writes_user_owned_files_with_the_image_id(tmp_p
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o777)  # the container user is not root (pytest's own tmp root is 0700: mount the folder alone)
-    code = ("from pipeline.io import atomic_write_json; from pipeline.provenance import manifest; import sys; "
+    code = ("from pipeline.core.io import atomic_write_json; from pipeline.core.provenance import manifest; import sys; "
             "atomic_write_json(sys.argv[1], manifest('smoke'))")
     r = run(docker, "run", "--rm", "--network", "none", "-u", "1234:2345", "-e", "HOME=/tmp",
             "-e", f"KWS_IMAGE_ID={image_id}", "-v", f"{ROOT}:{ROOT}:ro", "-v", f"{out}:/out", "-w", str(ROOT),

@@ -15,7 +15,7 @@ import pytest
 
 from tests.docker.conftest import ROOT
 
-STAGE = re.compile(r"-m ((?:pipeline|pulsar2)\.\w+)")
+STAGE = re.compile(r"-m ((?!pipeline\.core\.imports)(?:pipeline|pulsar2)(?:\.\w+)+)")
 IMAGE = re.compile(r"build_image\.py --name ([\w-]+)")
 
 
@@ -32,7 +32,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real Makefile and params in a scratch tree; every other source it names is an empty stand-in."""
     t = tmp_path_factory.mktemp("tree")
     shutil.copy(ROOT / "Makefile", t / "Makefile")
-    shutil.copytree(ROOT / "pipeline" / "params", t / "pipeline" / "params")
+    # the sources make reads at parse time (it derives each stage's prerequisites from the import graph)
+    for package in ("pipeline", "pulsar2"):
+        shutil.copytree(ROOT / package, t / package, ignore=shutil.ignore_patterns("__pycache__"))
     for rel in ("data/demo-seeds/ALFA/000.wav", "data/demo-seeds/FONDO/000.wav", "docker/requirements.lock",
                 "docker/board-requirements.lock", "pulsar2/emulator/cli.py", "device/emulator/ax_run_model.py"):
         (t / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,7 @@ def test_docker_plan_builds_images_first_and_runs_stages_in_the_training_image(t
     outside = tmp_path / "elsewhere"
     images, stages, out = plan(tree, "RUNNER=docker", f"BUILD={outside}", "all")
     assert images == ["train", "pulsar2-emulator"]  # the board image is for deploy, not for `make all`
-    assert stages[0] == "pipeline.dataset"
+    assert stages[0] == "pipeline.stages.dataset"
     run_lines = [line for line in out.splitlines() if "/nonexistent/docker run" in line]
     assert run_lines, out
     for line in run_lines:
@@ -96,7 +98,7 @@ def test_gpu_flags_reach_every_stage_container(tree: Path) -> None:
 def test_local_plan_has_no_images(tree: Path) -> None:
     images, stages, out = plan(tree, "RUNNER=local", "BUILD=bl", "all")
     assert images == [] and "docker run" not in out
-    assert stages[0] == "pipeline.dataset"
+    assert stages[0] == "pipeline.stages.dataset"
 
 
 def test_images_target_builds_all_three_from_the_base_image(tree: Path) -> None:
@@ -109,8 +111,8 @@ def test_images_target_builds_all_three_from_the_base_image(tree: Path) -> None:
 def test_changed_lock_rebuilds_the_training_image_and_everything_downstream(tree: Path, fresh_docker_build) -> None:
     images, stages, _ = plan(tree, "RUNNER=docker", f"BUILD={fresh_docker_build}", "-W", "docker/requirements.lock", "all")
     assert images == ["train", "pulsar2-emulator"]
-    for stage in ("pipeline.dataset", "pipeline.features", "pipeline.train", "pipeline.export", "pipeline.calib",
-                  "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.npu_inputs"):
+    for stage in ("pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
+                  "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.npu_inputs"):
         assert stage in stages
 
 
@@ -119,13 +121,13 @@ def test_changed_emulator_source_rebuilds_only_the_compile_side(tree: Path, fres
                              "docker/pulsar2-emulator.Dockerfile", "all")
     assert images == ["pulsar2-emulator"]
     assert "pulsar2.build" in stages
-    assert not {"pipeline.dataset", "pipeline.features", "pipeline.train", "pipeline.calib"} & set(stages)
+    assert not {"pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.train", "pipeline.stages.calib"} & set(stages)
 
 
 def test_board_image_inputs_do_not_touch_the_pipeline(tree: Path, fresh_docker_build) -> None:
     images, stages, _ = plan(tree, "RUNNER=docker", f"BUILD={fresh_docker_build}", "-W",
                              "docker/board-requirements.lock", "all")
-    assert images == [] and set(stages) <= {"pipeline.where"}
+    assert images == [] and set(stages) <= {"pipeline.stages.where"}
     images, _, _ = plan(tree, "RUNNER=docker", f"BUILD={fresh_docker_build}", "-W",
                         "docker/board-requirements.lock", "images")
     assert images == ["board-emulator"]
@@ -134,4 +136,4 @@ def test_board_image_inputs_do_not_touch_the_pipeline(tree: Path, fresh_docker_b
 def test_local_runner_ignores_image_inputs(tree: Path) -> None:
     touch_all(tree, "RUNNER=local", "BUILD=blt", "all")
     images, stages, _ = plan(tree, "RUNNER=local", "BUILD=blt", "-W", "docker/requirements.lock", "all")
-    assert images == [] and set(stages) <= {"pipeline.where"}
+    assert images == [] and set(stages) <= {"pipeline.stages.where"}

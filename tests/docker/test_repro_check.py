@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import StageError
+from pipeline.core.cli import StageError
 from tests.docker.conftest import load_script
 
 rc = load_script("repro_check")

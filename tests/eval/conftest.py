@@ -38,7 +38,7 @@ def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
     import onnx
     import torch
 
-    from pipeline.contract import FeatureContract
+    from pipeline.core.contract import FeatureContract
 
     torch.set_num_threads(1)
 

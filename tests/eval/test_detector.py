@@ -7,16 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.detect import (
+from pipeline.core.detector import (
     Detector,
     DetectorSettings,
     calibrate,
     count_false_accepts,
     fa_per_hour,
-    iter_window_batches,
     moving_average,
-    window_starts,
 )
+from pipeline.eval.detect import iter_window_batches, window_starts
 
 CLASSES = ["ACOPLAR", "FONDO", "SALIR"]   # background in the middle on purpose
 A, F, S = 0, 1, 2

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import detector_calib as DC
-from pipeline import evaluate
-from pipeline.cli import run_main
-from pipeline.detect import Detector, DetectorSettings, fa_per_hour, moving_average
+from pipeline.core.cli import run_main
+from pipeline.core.detector import Detector, DetectorSettings, fa_per_hour, moving_average
+from pipeline.eval import detector_calib as DC
+from pipeline.eval import evaluate
 
 CLASSES = ["KW", "FONDO", "OTRO"]
 
@@ -96,7 +96,7 @@ def test_cli_refuses_a_dev_set_without_negatives(tiny_onnx: Path, tiny_holdout: 
 
 def test_detect_uses_the_settings_calibrated_for_its_model(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.detect import main as detect_main
+    from pipeline.eval.detect import main as detect_main
 
     build = tmp_path / "build"
     onnx = build / "model" / "kws.onnx"
@@ -111,7 +111,7 @@ def test_detect_uses_the_settings_calibrated_for_its_model(tiny_onnx: Path, tiny
     capsys.readouterr()
     assert run_main(detect_main, [wav, "--onnx", str(onnx)]) == 0
     out = capsys.readouterr().out
-    assert f'"smooth_windows": 2' in out and f'"on_threshold": {chosen["on_threshold"]}' in out
+    assert '"smooth_windows": 2' in out and f'"on_threshold": {chosen["on_threshold"]}' in out
     # settings calibrated for another model (a retrained one) are not used
     doc = json.loads((build / "detector" / "settings.json").read_text(encoding="utf-8"))
     (build / "detector" / "settings.json").write_text(json.dumps({**doc, "model_sha256": "0" * 64}), encoding="utf-8")

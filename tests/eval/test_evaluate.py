@@ -1,4 +1,4 @@
-"""pipeline.evaluate end to end on a tiny holdout with a tiny ONNX model, and pipeline.detect's CLI."""
+"""pipeline.eval.evaluate end to end on a tiny holdout with a tiny ONNX model, and pipeline.eval.detect's CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import evaluate
-from pipeline.cli import run_main
-from pipeline.detect import main as detect_main
+from pipeline.core.cli import run_main
+from pipeline.eval import evaluate
+from pipeline.eval.detect import main as detect_main
 from tests.conftest import write_wav
 from tests.eval.conftest import SR, quiet_noise, tone
 
@@ -90,7 +90,7 @@ def test_evaluate_refuses_a_training_file_in_the_holdout(tiny_onnx: Path, tiny_h
 
 def test_evaluate_refuses_hashes_listed_in_the_training_manifest(tiny_onnx: Path, tiny_holdout: Path,
                                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.io import sha256_file
+    from pipeline.core.io import sha256_file
 
     listed = tiny_holdout / "BRAVO" / "b0.wav"
     manifest = tmp_path / "dataset_manifest.json"
@@ -102,7 +102,7 @@ def test_evaluate_refuses_hashes_listed_in_the_training_manifest(tiny_onnx: Path
 
 def test_evaluate_refuses_a_training_voice(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.holdout_tts import training_voices
+    from pipeline.eval.holdout_tts import training_voices
 
     doc = json.loads((tiny_holdout / "manifest.json").read_text(encoding="utf-8"))
     doc["files"][0]["voice"] = training_voices()[0]
@@ -209,11 +209,10 @@ def _swapped_payload(tiny_onnx: Path) -> bytes:
     return m.SerializeToString()
 
 
-def test_evaluate_scores_the_model_inside_an_emulated_axmodel(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from pulsar2 import axmodel
-
-    from pipeline.io import sha256_file
+def test_evaluate_scores_the_int8_model_of_an_emulated_axmodel(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.core.io import sha256_file
+    from pulsar2 import axmodel, int8_onnx
 
     ax = tmp_path / "compiled.axmodel"
     axmodel.write_emulated(ax, _swapped_payload(tiny_onnx), {
@@ -221,9 +220,11 @@ def test_evaluate_scores_the_model_inside_an_emulated_axmodel(tiny_onnx: Path, t
         "input": {"name": "input", "shape": [1, 1, 98, 64], "dtype": "float32"},
         "output": {"name": "output", "shape": [1, 3], "dtype": "float32"},
         "source_onnx_sha256": sha256_file(tiny_onnx)})
-    base = ["--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--skip-leak-check"]
-    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "fp32")]) == 0
-    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "int8"), "--axmodel", str(ax)]) == 0
+    q = tmp_path / "emulated_int8.onnx"
+    assert run_main(int8_onnx.main, ["--axmodel", str(ax), "--onnx", str(tiny_onnx), "--out", str(q)]) == 0
+    base = ["--holdout", str(tiny_holdout), "--skip-leak-check"]
+    assert run_main(evaluate.main, ["--onnx", str(tiny_onnx), *base, "--out", str(tmp_path / "fp32")]) == 0
+    assert run_main(evaluate.main, ["--onnx", str(q), *base, "--out", str(tmp_path / "int8")]) == 0
     fp32 = json.loads((tmp_path / "fp32" / "summary.json").read_text(encoding="utf-8"))
     int8 = json.loads((tmp_path / "int8" / "summary.json").read_text(encoding="utf-8"))
     assert fp32["model"]["scored"] == "FP32 ONNX" and int8["model"]["scored"].startswith("EMULATED INT8")
@@ -233,9 +234,9 @@ def test_evaluate_scores_the_model_inside_an_emulated_axmodel(tiny_onnx: Path, t
     other = tmp_path / "other.axmodel"
     axmodel.write_emulated(other, _swapped_payload(tiny_onnx), {**axmodel.read_emulated(ax)[0], "source_onnx_sha256": "0" * 64})
     capsys.readouterr()
-    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "x"), "--axmodel", str(other)]) == 2
+    assert run_main(int8_onnx.main, ["--axmodel", str(other), "--onnx", str(tiny_onnx), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "different ONNX" in capsys.readouterr().err
     real = tmp_path / "real.axmodel"
     real.write_bytes(b"\x00not an emulated axmodel")
-    assert run_main(evaluate.main, [*base, "--out", str(tmp_path / "y"), "--axmodel", str(real)]) == 2
-    assert "board" in capsys.readouterr().err and not (tmp_path / "y").exists()
+    assert run_main(int8_onnx.main, ["--axmodel", str(real), "--onnx", str(tiny_onnx), "--out", str(tmp_path / "y.onnx")]) == 2
+    assert "board" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()

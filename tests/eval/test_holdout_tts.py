@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import demo_seeds, holdout_tts
-from pipeline.cli import run_main
-from pipeline.holdout_tts import (
+from pipeline.audio import tts
+from pipeline.audio.tts import TRAINING_VOICES, speaker
+from pipeline.authoring import demo_seeds
+from pipeline.core.cli import run_main
+from pipeline.eval import holdout_tts
+from pipeline.eval.holdout_tts import (
     EVAL_VOICES,
     KEYWORDS,
     check_voice_split,
@@ -23,7 +26,6 @@ from pipeline.holdout_tts import (
     training_voices,
     voice_id,
 )
-from pipeline.tts import TRAINING_VOICES, speaker
 from tests.conftest import require_tool
 
 EVAL_IDS = [voice_id(*v) for v in EVAL_VOICES]
@@ -31,7 +33,7 @@ EVAL_IDS = [voice_id(*v) for v in EVAL_VOICES]
 
 def test_eval_speakers_are_disjoint_from_the_training_speakers() -> None:
     train = training_voices()
-    assert train[0] == demo_seeds.TRAIN_VOICE and set(TRAINING_VOICES) <= set(train)
+    assert train[0] == tts.TRAIN_VOICE and set(TRAINING_VOICES) <= set(train)
     check_voice_split(EVAL_IDS, train)
     assert not {speaker(v) for v in EVAL_IDS} & {speaker(v) for v in train}
     assert len(set(map(speaker, EVAL_IDS))) == len(EVAL_IDS)  # twelve different evaluation speakers
@@ -41,7 +43,7 @@ def test_eval_speakers_are_disjoint_from_the_training_speakers() -> None:
 
 def test_the_split_check_catches_an_overlap() -> None:
     with pytest.raises(ValueError, match="es-419"):
-        check_voice_split([*EVAL_IDS, "ES-419"], [demo_seeds.TRAIN_VOICE])
+        check_voice_split([*EVAL_IDS, "ES-419"], [tts.TRAIN_VOICE])
     # the same espeak-ng variant in another language is the same speaker
     with pytest.raises(ValueError, match="'f2'"):
         check_voice_split(EVAL_IDS, ["es-419+F2"])
@@ -55,7 +57,7 @@ def test_every_eval_voice_sounds_different_from_the_training_voice() -> None:
         cmd = [exe, "-v", voice, "-s", str(demo_seeds.TRAIN_SPEED_WPM), "-p", str(demo_seeds.TRAIN_PITCH), "--stdout", "salir"]
         return subprocess.run(cmd, capture_output=True, check=True).stdout
 
-    reference = say(demo_seeds.TRAIN_VOICE)
+    reference = say(tts.TRAIN_VOICE)
     for v in EVAL_IDS:
         assert say(v) != reference, f"{v} produces the training voice's audio"
 
@@ -70,7 +72,7 @@ def test_negative_text_never_contains_a_command() -> None:
 
 def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "h"
-    assert run_main(holdout_tts.main, ["--out", str(out), "--voices", demo_seeds.TRAIN_VOICE]) == 2
+    assert run_main(holdout_tts.main, ["--out", str(out), "--voices", tts.TRAIN_VOICE]) == 2
     assert "not an evaluation voice" in capsys.readouterr().err
     assert not out.exists()
 
@@ -131,7 +133,8 @@ def test_training_development_and_evaluation_speakers_are_three_disjoint_sets() 
 
 
 def test_dev_split_uses_development_voices_and_texts(tmp_path: Path) -> None:
-    from pipeline import dev_texts, speech_negatives
+    from pipeline.audio import texts as dev_texts
+    from pipeline.authoring import speech_negatives
 
     require_tool("espeak-ng", "apt-get install espeak-ng")
     out = tmp_path / "dev"

@@ -18,7 +18,7 @@ def make_n(*args: str, build: Path) -> str:
 
 def test_eval_defaults_to_the_tts_holdout_with_the_leak_check(tmp_path: Path) -> None:
     out = make_n("eval", build=tmp_path / "b")
-    assert f"-m pipeline.holdout_tts --out {tmp_path}/b/holdout-tts" in out
+    assert f"-m pipeline.eval.holdout_tts --out {tmp_path}/b/holdout-tts" in out
     assert f"--holdout {tmp_path}/b/holdout-tts --out {tmp_path}/b/eval" in out
     assert f"--train-manifest {tmp_path}/b/dataset/manifest.json --seeds data/demo-seeds" in out
 
@@ -27,9 +27,9 @@ def test_eval_uses_the_detector_calibrated_on_the_development_set(tmp_path: Path
     b = tmp_path / "b"
     out = make_n("eval", build=b)
     lines = out.replace("\\\n", " ").splitlines()
-    dev = next(i for i, line in enumerate(lines) if f"-m pipeline.holdout_tts --split dev --out {b}/holdout-dev" in line)
-    cal = next(i for i, line in enumerate(lines) if "-m pipeline.detector_calib" in line)
-    ev = next(i for i, line in enumerate(lines) if "-m pipeline.evaluate" in line)
+    dev = next(i for i, line in enumerate(lines) if f"-m pipeline.eval.holdout_tts --split dev --out {b}/holdout-dev" in line)
+    cal = next(i for i, line in enumerate(lines) if "-m pipeline.eval.detector_calib" in line)
+    ev = next(i for i, line in enumerate(lines) if "-m pipeline.eval.evaluate" in line)
     assert dev < cal < ev
     assert f"--params pipeline/params/default/detector.toml --onnx {b}/model/kws.onnx --dev {b}/holdout-dev" in lines[cal]
     assert f"--settings {b}/detector/settings.json" in lines[ev]
@@ -43,7 +43,7 @@ def test_eval_with_a_holdout_dir_skips_the_tts_set_and_reruns_when_it_changes(tm
     (holdout / "SALIR" / "a.wav").write_bytes(b"")
     build = tmp_path / "b"
     out = make_n("eval", f"HOLDOUT={holdout}", build=build)
-    assert f"pipeline.holdout_tts --out {build}/holdout-tts" not in out and f"--holdout {holdout} " in out
+    assert f"pipeline.eval.holdout_tts --out {build}/holdout-tts" not in out and f"--holdout {holdout} " in out
     # the stamp remembers which holdout the summary was made from
     (build / "eval").mkdir(parents=True)
     (build / "eval-holdout.path").write_text(f"{build}/holdout-tts\n", encoding="utf-8")
@@ -62,8 +62,10 @@ def test_help_lists_the_evaluation_targets(tmp_path: Path) -> None:
 def test_eval_int8_scores_the_axmodel_with_the_same_detector(tmp_path: Path) -> None:
     b = tmp_path / "b"
     lines = make_n("eval-int8", build=b).replace("\\\n", " ").splitlines()
-    ev = [line for line in lines if "-m pipeline.evaluate" in line]
-    assert len(ev) == 1 and f"--axmodel {b}/pulsar2/output/compiled.axmodel" in ev[0]
+    ev = [line for line in lines if "-m pipeline.eval.evaluate" in line]
+    extract = [line for line in lines if "-m pulsar2.int8_onnx" in line]
+    assert len(extract) == 1 and f"--axmodel {b}/pulsar2/output/compiled.axmodel" in extract[0]
+    assert len(ev) == 1 and f"--onnx {b}/pulsar2/output/emulated_int8.onnx" in ev[0]
     assert f"--settings {b}/detector/settings.json" in ev[0] and f"--out {b}/eval-int8" in ev[0]
     assert any("-m pulsar2.build" in line for line in lines)
 
@@ -73,7 +75,7 @@ def test_the_tts_sets_rebuild_when_their_texts_change(tmp_path: Path) -> None:
     for name in ("holdout-dev", "holdout-tts"):
         (b / name).mkdir(parents=True)
         (b / name / "manifest.json").write_text("{}", encoding="utf-8")  # newer than every source file
-    assert "pipeline.holdout_tts" not in make_n("holdout-dev", "holdout-tts", build=b)
-    for source in ("pipeline/dev_texts.py", "pipeline/speech_negatives.py", "pipeline/holdout_tts.py"):
+    assert "-m pipeline.eval.holdout_tts" not in make_n("holdout-dev", "holdout-tts", build=b)
+    for source in ("pipeline/audio/texts.py", "pipeline/audio/tts.py", "pipeline/eval/holdout_tts.py"):
         out = make_n("-W", source, "holdout-dev", "holdout-tts", build=b)
         assert f"--split dev --out {b}/holdout-dev" in out and f"holdout_tts --out {b}/holdout-tts" in out, source

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline.cli import run_main
+from pipeline.core.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FEATURES_TOML = ROOT / "pipeline" / "params" / "default" / "features.toml"
@@ -38,7 +38,7 @@ def synth_clip(class_index: int, item: int, n: int = 16000, sr: int = 16000) -> 
 
 
 def make_dataset(root: Path, per_class: int = CLIPS_PER_CLASS) -> Path:
-    """A dataset folder as pipeline.dataset writes it: <CLASS>/<class>_NNNNN.wav, clips.jsonl, manifest.json."""
+    """A dataset folder as pipeline.stages.dataset writes it: <CLASS>/<class>_NNNNN.wav, clips.jsonl, manifest.json."""
     lines = []
     for ci, name in enumerate(CLASSES):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def make_dataset(root: Path, per_class: int = CLIPS_PER_CLASS) -> Path:
 
 
 def run_features(dataset: Path, out: Path, *extra: str) -> int:
-    return run_main(__import__("pipeline.features", fromlist=["main"]).main,
+    return run_main(__import__("pipeline.stages.features", fromlist=["main"]).main,
                     ["--params", str(DEFAULT_FEATURES_TOML), "--dataset", str(dataset), "--out", str(out),
                      "--no-progress", *extra])
 

@@ -1,4 +1,4 @@
-"""pipeline.calib and pipeline.npu_inputs on a tiny features folder."""
+"""pipeline.stages.calib and pipeline.stages.npu_inputs on a tiny features folder."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import calib, npu_inputs
-from pipeline.cli import StageError, run_main
-from pipeline.features import FeatureSet, balanced_rows
+from pipeline.audio.features import FeatureSet, balanced_rows
+from pipeline.core.cli import StageError, run_main
+from pipeline.stages import calib, npu_inputs
 from tests.features.conftest import CLASSES, ROOT
 
 CALIB_TOML = ROOT / "pipeline" / "params" / "smoke" / "calib.toml"
@@ -131,7 +131,7 @@ def test_npu_inputs_refuses_a_missing_features_folder(tmp_path: Path) -> None:
 def test_params_schemas_declare_every_preset_key(stage: str, tmp_path: Path) -> None:
     import tomllib
 
-    from pipeline.cli import load_params
+    from pipeline.core.cli import load_params
 
     schema = json.loads((ROOT / "schemas" / "params" / f"{stage}.schema.json").read_text())
     assert schema["$schema"].endswith("2020-12/schema") and schema["additionalProperties"] is False

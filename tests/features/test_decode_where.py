@@ -1,4 +1,4 @@
-"""pipeline.decode (board outputs -> probabilities) and pipeline.where (artifact listing, stdlib only)."""
+"""device.decode (board outputs -> probabilities) and pipeline.stages.where (artifact listing, stdlib only)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import calib, decode, npu_inputs, where
-from pipeline.cli import StageError, run_main
+from device import decode
+from pipeline.core.cli import StageError, run_main
+from pipeline.stages import calib, npu_inputs, where
 from tests.features.conftest import CLASSES, ROOT
 
 EIGHT = ["ACOPLAR", "CANCELAR", "CONTINUAR", "FONDO", "LEVANTADO", "PRINCIPAL", "REPETIR", "SALIR"]
@@ -108,7 +109,7 @@ def test_where_lists_present_and_missing(tiny_build: Path, tmp_path: Path) -> No
         {"emulated": True, "status": "met", "result": {"overall": {"n": 53, "top1_agreement": 1.0, "mean_cosine": 0.9991}}}))
     # run as the Makefile does, in a fresh interpreter that must not need torch/numpy: block them
     code = ("import sys; sys.modules['torch'] = sys.modules['numpy'] = None; "
-            "import runpy; sys.argv = ['where', '--build', sys.argv[1]]; runpy.run_module('pipeline.where', run_name='__main__')")
+            "import runpy; sys.argv = ['where', '--build', sys.argv[1]]; runpy.run_module('pipeline.stages.where', run_name='__main__')")
     r = subprocess.run([sys.executable, "-c", code, str(build)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith("  ")}
@@ -133,10 +134,10 @@ def test_where_lists_present_and_missing(tiny_build: Path, tmp_path: Path) -> No
 
 def test_where_imports_only_the_standard_library() -> None:
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    for rel in ("pipeline/where.py", "pipeline/io.py"):  # where.py uses pipeline.io's atomic write for --out
+    for rel in ("pipeline/stages/where.py", "pipeline/core/io.py"):  # where.py uses pipeline.core.io's atomic write for --out
         src = (ROOT / rel).read_text()
         imported = {line.split()[1] for line in src.splitlines() if line.startswith(("import ", "from "))}
-        assert {m.split(".")[0] for m in imported if m != "pipeline.io"} <= stdlib, rel
+        assert {m.split(".")[0] for m in imported if m != "pipeline.core.io"} <= stdlib, rel
 
 
 def test_where_out_writes_the_listing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from pipeline.contract import FeatureContract
-from pipeline.features import load_contract, logmel, loudest_window, mel_spectrogram_transform, pad_samples
+from pipeline.audio.features import load_contract, logmel, loudest_window, mel_spectrogram_transform, pad_samples
+from pipeline.core.contract import FeatureContract
 from tests.features.conftest import DEFAULT_FEATURES_TOML
 
 GOLDEN = Path(__file__).parent / "data" / "golden_chirp_logmel.npy"
@@ -150,7 +150,7 @@ def test_load_contract_reads_only_contract_keys(tmp_path: Path) -> None:
     assert c.n_frames == 98 and c.n_mels == 64 and c.hop_length == 160 and c.win_length == 400
     bad = tmp_path / "features.toml"
     bad.write_text(DEFAULT_FEATURES_TOML.read_text().replace("n_frames = 98", "n_frames = 101"))
-    from pipeline.cli import StageError
+    from pipeline.core.cli import StageError
 
     with pytest.raises(StageError, match="101"):
         load_contract(bad)

@@ -1,4 +1,4 @@
-"""pipeline.features as a stage: the CLI on a tiny dataset, the split, FeatureSet, bad clips, single-file mode."""
+"""pipeline.stages.features as a stage: the CLI on a tiny dataset, the split, FeatureSet, bad clips, single-file mode."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.cli import StageError, run_main
-from pipeline.contract import FeatureContract
-from pipeline.features import FeatureSet, load_contract, logmel, main, read_clip, split_of
+from pipeline.audio.features import FeatureSet, load_contract, logmel, read_clip, split_of
+from pipeline.core.cli import StageError, run_main
+from pipeline.core.contract import FeatureContract
+from pipeline.stages.features import main
 from tests.features.conftest import (
     CLASSES,
     CLIPS_PER_CLASS,

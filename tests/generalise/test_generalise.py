@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import augment as A
-from pipeline import dataset, holdout_tts, tts
-from pipeline import speech_negatives as SN
-from pipeline.cli import StageError, run_main
-from pipeline.demo_seeds import TRAIN_VOICE
-from pipeline.train import SpecAugment
+from pipeline.audio import augment as A
+from pipeline.audio import tts
+from pipeline.audio.tts import TRAIN_VOICE
+from pipeline.authoring import speech_negatives as SN
+from pipeline.core.cli import StageError, run_main
+from pipeline.eval import holdout_tts
+from pipeline.stages import dataset
+from pipeline.stages.train import SpecAugment
 from tests.conftest import synthetic_seeds  # noqa: F401  (fixture)
 
 SR = 16000
@@ -60,7 +62,7 @@ def test_formant_warp_sample_respects_probability_and_range() -> None:
 
 
 def test_dataset_records_and_applies_the_warp(synthetic_seeds: Path, tmp_path: Path) -> None:  # noqa: F811
-    smoke = Path(dataset.__file__).parent / "params" / "smoke" / "dataset.toml"
+    smoke = Path(dataset.__file__).parents[1] / "params" / "smoke" / "dataset.toml"
     common = ["--params", str(smoke), "--seeds", str(synthetic_seeds), "--per-class", "3", "--fondo-minutes", "0.05",
               "--no-progress", "--workers", "1"]
     assert run_main(dataset.main, [*common, "--out", str(tmp_path / "off")]) == 0
@@ -127,7 +129,7 @@ def test_speech_negative_texts_are_disjoint_from_the_evaluation_texts() -> None:
 
 
 def test_development_texts_are_a_third_disjoint_list() -> None:
-    from pipeline import dev_texts
+    from pipeline.audio import texts as dev_texts
 
     lists = {"training": SN, "evaluation": holdout_tts, "development": dev_texts}
     for a, b in [("training", "evaluation"), ("training", "development"), ("evaluation", "development")]:
@@ -195,8 +197,8 @@ def test_noise_exclude_keeps_matching_fondo_files_out_of_the_noise_pool(syntheti
     assert not dataset.excluded_from_noise(f"FONDO/{fondo[1]}", f"{fondo[0]}")
     assert not dataset.excluded_from_noise(f"FONDO/{fondo[0]}", "")
     bank, *_ = dataset.load_bank(synthetic_seeds, "")
-    smoke = Path(dataset.__file__).parent / "params" / "smoke" / "dataset.toml"
-    from pipeline.cli import load_params
+    smoke = Path(dataset.__file__).parents[1] / "params" / "smoke" / "dataset.toml"
+    from pipeline.core.cli import load_params
 
     params = {**load_params(smoke, "dataset"), "use_fondo_as_noise": True}
     everything = dataset.make_recipe({**params, "noise_exclude": ""}, bank).noise.sources

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.contract import FeatureContract
+from pipeline.core.contract import FeatureContract
 
 CLASSES = ("ALFA", "BRAVO", "CHARLIE", "FONDO")
 

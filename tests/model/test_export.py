@@ -1,4 +1,4 @@
-"""pipeline.export: ONNX I/O and metadata, checker, parity report and gate, contract check; pipeline.infer."""
+"""pipeline.stages.export: ONNX I/O and metadata, checker, parity report and gate, contract check; pipeline.model.infer."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import onnx
 import pytest
 import torch
 
-from pipeline import export as export_mod
-from pipeline.cli import run_main
-from pipeline.contract import FeatureContract
-from pipeline.infer import OnnxModel, OnnxModelError, softmax
+from pipeline.core.cli import run_main
+from pipeline.core.contract import FeatureContract
+from pipeline.model.infer import OnnxModel, OnnxModelError, softmax
+from pipeline.stages import export as export_mod
 
 from .conftest import CLASSES, write_feature_set
 
@@ -24,8 +24,8 @@ EXPORT_PARAMS = ROOT / "pipeline" / "params" / "default" / "export.toml"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Real 98x64 features and a 1-epoch checkpoint from pipeline.train."""
-    from pipeline.train import main as train_main
+    """Real 98x64 features and a 1-epoch checkpoint from pipeline.stages.train."""
+    from pipeline.stages.train import main as train_main
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("export")
@@ -88,14 +88,14 @@ def test_parity_report(exported: tuple[Path, Path]) -> None:
     assert r["input"] == {"name": "input", "shape": [1, 1, 98, 64], "dtype": "float32"}
     assert r["output"]["shape"] == [1, 4]
     assert r["op_types"]["GRU"] == 1 and "Shape" not in r["op_types"] and r["ops_outside_expected"] == []
-    from pipeline.io import sha256_file
+    from pipeline.core.io import sha256_file
 
     assert r["onnx_sha256"] == sha256_file(onnx_path)
     assert not report_path.with_name("onnx_parity.failed.json").exists()
 
 
 def test_onnx_model_round_trip(exported: tuple[Path, Path], trained: tuple[Path, Path]) -> None:
-    from pipeline.features import FeatureSet
+    from pipeline.audio.features import FeatureSet
 
     features, ckpt_path = trained
     m = OnnxModel(exported[0])
@@ -171,7 +171,7 @@ def test_onnx_model_errors(tmp_path: Path) -> None:
     with pytest.raises(OnnxModelError, match="not found"):
         OnnxModel(tmp_path / "missing.onnx")
     bare = tmp_path / "bare.onnx"
-    from pipeline.model import CRNN, ModelConfig
+    from pipeline.model.crnn import CRNN, ModelConfig
 
     proto = export_mod.torch_to_onnx(CRNN(ModelConfig(n_classes=3)).eval(), (1, 1, 98, 64), 13)
     onnx.save(proto, str(bare))
@@ -196,7 +196,7 @@ def test_corrupt_checkpoint(trained: tuple[Path, Path], tmp_path: Path, capsys: 
     assert err.startswith(f"error: {bad}: not a readable") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("module", ["pipeline.train", "pipeline.export"])
+@pytest.mark.parametrize("module", ["pipeline.stages.train", "pipeline.stages.export"])
 def test_cli_entry_point_help(module: str) -> None:
     import subprocess
     import sys

@@ -1,11 +1,11 @@
-"""pipeline.model: CRNN shapes for GRU and LSTM, config validation, static export graph."""
+"""pipeline.model.crnn: CRNN shapes for GRU and LSTM, config validation, static export graph."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pipeline.model import CRNN, ModelConfig
+from pipeline.model.crnn import CRNN, ModelConfig
 
 
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])
@@ -61,7 +61,7 @@ def test_config_round_trip() -> None:
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])
 def test_export_graph_is_static(rnn: str) -> None:
     """Both RNN kinds export to a graph with no dynamic-shape ops once shape arithmetic is folded."""
-    from pipeline.export import DYNAMIC_SHAPE_OPS, fold_static_shapes, torch_to_onnx
+    from pipeline.stages.export import DYNAMIC_SHAPE_OPS, fold_static_shapes, torch_to_onnx
 
     model = CRNN(ModelConfig(n_classes=8, rnn=rnn)).eval()
     proto, folded = fold_static_shapes(torch_to_onnx(model, (1, 1, 98, 64), 13))

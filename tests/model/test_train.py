@@ -1,4 +1,4 @@
-"""pipeline.train on a tiny synthetic packed feature set: accuracy, determinism, outputs, early stopping."""
+"""pipeline.stages.train on a tiny synthetic packed feature set: accuracy, determinism, outputs, early stopping."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import run_main
-from pipeline.contract import FeatureContract
-from pipeline.train import OPTIMISTIC_NOTE, batch_order, classification_metrics, confusion_matrix, main
+from pipeline.core.cli import run_main
+from pipeline.core.contract import FeatureContract
+from pipeline.stages.train import OPTIMISTIC_NOTE, batch_order, classification_metrics, confusion_matrix, main
 
 from .conftest import CLASSES, write_feature_set
 
@@ -59,7 +59,7 @@ def test_checkpoint_contents(trained: tuple[Path, Path]) -> None:
     assert ckpt["params"]["epochs"] == 6 and ckpt["params"]["seed"] == 1234   # flag beats TOML, TOML default kept
     assert ckpt["provenance"]["stage"] == "train"
     assert str(features / "manifest.json") in ckpt["provenance"]["inputs"]
-    from pipeline.model import CRNN, ModelConfig
+    from pipeline.model.crnn import CRNN, ModelConfig
 
     model = CRNN(ModelConfig.from_mapping(ckpt["model_config"]))
     model.load_state_dict(ckpt["state_dict"])   # strict: every key matches

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contract import FeatureContract
+from pipeline.core.contract import FeatureContract
 
 SHAPE = (1, 1, 98, 64)
 N_CLASSES = 4
@@ -85,7 +85,7 @@ def export_toy_onnx(path: Path, input_name: str = "input", output_name: str = "o
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what pipeline.export uses too
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what pipeline.stages.export uses too
         torch.onnx.export(model, torch.zeros(SHAPE), str(path), input_names=[input_name], output_names=[output_name],
                           opset_version=13, dynamo=False)
     m = onnx.load(str(path))

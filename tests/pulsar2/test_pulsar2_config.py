@@ -20,7 +20,7 @@ def run(build_dir: Path, *extra: str, params: Path = DEFAULT_PARAMS, calib: Path
     out = build_dir / "pulsar2" / "kws_build_int8_config.json"
     argv = ["--params", str(params), "--onnx", str(build_dir / "model" / "kws.onnx"),
             "--calib", str(calib or build_dir / "calib" / "calib_kws.tar"), "--build", str(build_dir), "--out", str(out), *extra]
-    from pipeline.cli import run_main
+    from pipeline.core.cli import run_main
 
     return run_main(config.main, argv), out
 

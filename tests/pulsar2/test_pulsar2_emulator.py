@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pipeline.cli import run_main
+from pipeline.core.cli import run_main
 from pulsar2 import axmodel
 from pulsar2.emulator.cli import main as emulator_main
 from tests.pulsar2.pulsar2_fixtures import calib_tar, toy_features

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import run_main
+from pipeline.core.cli import run_main
 from pulsar2 import quant_report
 from pulsar2.emulator.cli import main as emulator_main
 from tests.pulsar2.pulsar2_fixtures import CLASSES, write_features

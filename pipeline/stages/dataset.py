@@ -1,0 +1,501 @@
+"""Stage 1, dataset: seed recordings -> augmented 1 s clips (16 kHz mono 16-bit) + clips.jsonl + manifest.
+
+Input: ``--seeds DIR`` with one sub-folder per class (class names = sorted folder names) holding WAVs;
+``FONDO`` is the background class (recordings of any length). Output (``--out DIR``, replaced as a
+whole only when everything succeeded):
+
+- ``<out>/<CLASS>/<class>_NNNNN.wav``: exactly 16000 samples each. Keyword clips: the spoken word is
+  located in the seed (``pipeline.audio.locate.locate_word``) and centred in the 1 s window; a word too long
+  for the window is sped up just enough to fit. Then, as drawn: tempo and pitch change (one
+  phase-vocoder pass from the seed's cached analysis), a time shift limited so the word stays inside
+  the window (applied as an offset of the crop), reverb, noise (``pipeline.audio.augment``). FONDO clips:
+  1 s cut from the FONDO seeds (chosen in proportion to their length) at a random offset with a
+  random gain. Both kinds get the optional vocal-tract-length warp (``--p-warp``, speaker variation),
+  so the warp is no cue for "keyword".
+- ``<out>/clips.jsonl``: per clip ``{"path", "class", "source", "params"}``; ``params`` holds every
+  drawn value, so ``render_clip`` regenerates a clip from its line alone.
+- ``<out>/manifest.json`` (written last): provenance, classes, counts, background class, the word
+  location in every seed, conversions done, non-WAV files skipped.
+
+Each clip has its own generator ``np.random.default_rng([seed, class_index, clip_index])``, so the
+bytes do not depend on the number of worker processes.
+
+Example::
+
+    python -m pipeline.stages.dataset --params pipeline/params/default/dataset.toml --seeds data/demo-seeds --out build/dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import fnmatch
+import json
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+from pipeline.audio import augment as A
+from pipeline.audio.locate import WordSpan, locate_word
+from pipeline.audio.wav import AudioError, read_audio, wav_bytes
+from pipeline.core.cli import SCHEMA_DIR, csv_floats, die, parse_stage_args, run_main, setup_logging, stage_parser
+from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from pipeline.core.provenance import manifest
+
+log = logging.getLogger(__name__)
+
+STAGE = "dataset"
+BACKGROUND_CLASS = "FONDO"
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = 16000
+# The located word is fitted into this fraction of the window (the rest is a guard for onsets/decays).
+WORD_FIT_FRACTION = 0.92
+# Words needing more speed-up than this to fit in 1 s are refused (the recording is too slow/long).
+MAX_FIT_RATE = 1.75
+# Guard between the word and the window edge when limiting a shift, ms.
+EDGE_GUARD_MS = 25.0
+FONDO_GAIN_DB = (-12.0, 3.0)
+RIR_MAX_S = 1.5
+NO_WARP = {"alpha": 1.0}  # clips.jsonl records without "warp" (--p-warp 0) are not warped
+WAV_SUFFIXES = (".wav",)
+CHUNK_CLIPS = 64
+SPECTRA_CACHE_SEEDS = 64
+AUTO_CLIPS_PER_WORKER = 1000
+PARAM_KEYS = ("per_class", "fondo_minutes", "p_shift", "max_shift_ms", "p_stretch", "stretch_low", "stretch_high",
+              "p_pitch", "pitch_semitones", "p_noise", "snr_list", "p_reverb", "rirs_root", "use_fondo_as_noise",
+              "seed", "p_warp", "warp_low", "warp_high", "noise_exclude")
+
+
+# ---- inputs ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Seed:
+    source: str  # relative to the seeds folder, e.g. "ACOPLAR/000_acoplar.wav"
+    cls: str
+    audio: np.ndarray = dataclasses.field(repr=False, compare=False)
+    word: WordSpan | None  # None for the background class
+
+
+@dataclasses.dataclass(frozen=True)
+class Bank:
+    """Everything read from disk that clips are made of."""
+
+    classes: tuple[str, ...]
+    seeds: dict[str, tuple[Seed, ...]]
+    rirs: tuple[np.ndarray, ...]
+    rir_files: tuple[str, ...]
+    # analysis spectra of the keyword seeds, filled lazily in each process (see seed_spectra)
+    spectra: dict[tuple[str, int], tuple[A.Spectra, int]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False)
+
+    @property
+    def by_source(self) -> dict[str, Seed]:
+        return {s.source: s for group in self.seeds.values() for s in group}
+
+    @property
+    def fondo(self) -> tuple[Seed, ...]:
+        return self.seeds[BACKGROUND_CLASS]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The transforms and their settings (from the params)."""
+
+    shift: A.Shift
+    stretch: A.Stretch
+    pitch: A.Pitch
+    noise: A.Noise
+    reverb: A.Reverb
+    fondo_gain: A.Gain
+    max_shift_ms: float
+    warp: A.FormantWarp = dataclasses.field(default_factory=lambda: A.FormantWarp(0.0, 1.0, 1.0))
+
+
+def scan_seeds(seeds_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[str]]:
+    """Class folders, their WAVs, and the non-WAV files that will be ignored. Dies on bad layout."""
+    if not seeds_dir.is_dir():
+        die(f"{seeds_dir}: seeds folder not found; pass --seeds DIR with one sub-folder per class "
+            "(e.g. data/demo-seeds, made by `make demo-seeds`)")
+    classes = sorted(p.name for p in seeds_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if BACKGROUND_CLASS not in classes:
+        die(f"{seeds_dir}: no {BACKGROUND_CLASS}/ folder; add {seeds_dir / BACKGROUND_CLASS}/ with background "
+            "recordings (fans, traffic, radio; any length)")
+    keywords = [c for c in classes if c != BACKGROUND_CLASS]
+    if len(keywords) < 2:
+        die(f"{seeds_dir}: {len(keywords)} keyword class folder(s) ({', '.join(keywords) or 'none'}); "
+            "add at least 2 folders, one per command word, each with a recording of the word")
+    wavs: dict[str, list[Path]] = {}
+    skipped: list[str] = []
+    for c in classes:
+        files = sorted(p for p in (seeds_dir / c).iterdir())
+        wavs[c] = [p for p in files if p.is_file() and p.suffix.lower() in WAV_SUFFIXES]
+        for p in files:
+            if p not in wavs[c]:
+                skipped.append(str(p.relative_to(seeds_dir)))
+                log.warning("%s: not a .wav file; ignored", p)
+        if not wavs[c]:
+            die(f"{seeds_dir / c}: class folder has no .wav files; put at least one recording of "
+                f"{'the background' if c == BACKGROUND_CLASS else 'the word ' + c} in it, or remove the folder")
+    return classes, wavs, skipped
+
+
+def load_bank(seeds_dir: Path, rirs_root: str) -> tuple[Bank, list[dict[str, Any]], list[str], list[Path]]:
+    """Read and check every seed (and RIR); returns the bank, conversions, skipped files, input paths."""
+    classes, wavs, skipped = scan_seeds(seeds_dir)
+    conversions: list[dict[str, Any]] = []
+    seeds: dict[str, tuple[Seed, ...]] = {}
+    inputs: list[Path] = []
+    for c in classes:
+        group = []
+        for path in wavs[c]:
+            source = path.relative_to(seeds_dir).as_posix()
+            try:
+                audio, conv = read_audio(path, SAMPLE_RATE)
+                if conv.steps:
+                    conversions.append({**conv.as_dict(), "path": source})
+                if c == BACKGROUND_CLASS:
+                    word = None
+                    level = 20 * math.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-12))
+                    if level < -70.0:
+                        raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
+                                         "record real background sound (fan, traffic, room) or remove the file")
+                else:
+                    word = locate_word(audio, SAMPLE_RATE, name=str(path))
+                    fit = word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES)
+                    if fit > MAX_FIT_RATE:
+                        raise AudioError(
+                            f"{path}: the word is {word.length / SAMPLE_RATE:.2f} s long "
+                            f"({word.start / SAMPLE_RATE:.2f}-{word.end / SAMPLE_RATE:.2f} s), too long for a 1 s clip "
+                            f"even sped up x{MAX_FIT_RATE}; record it spoken at a normal pace with silence around it")
+            except AudioError as e:
+                die(str(e))
+            group.append(Seed(source, c, audio, word))
+            inputs.append(path)
+        seeds[c] = tuple(group)
+    rirs: list[np.ndarray] = []
+    rir_files: list[str] = []
+    if rirs_root:
+        root = Path(rirs_root)
+        if not root.is_dir():
+            die(f"{root}: --rirs-root folder not found; give a folder of room impulse response WAVs, or '' "
+                "to synthesise RIRs")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in WAV_SUFFIXES)
+        if not files:
+            die(f"{root}: no .wav room impulse responses in --rirs-root; add some, or pass --rirs-root '' to "
+                "synthesise them")
+        for p in files:
+            try:
+                h, _ = read_audio(p, SAMPLE_RATE)
+            except AudioError as e:
+                die(str(e))
+            if float(np.max(np.abs(h))) == 0.0:
+                die(f"{p}: room impulse response is all zeros; remove it")
+            rirs.append(A.prepare_rir(h, int(RIR_MAX_S * SAMPLE_RATE)))
+            rir_files.append(str(p))
+            inputs.append(p)
+    return Bank(tuple(classes), seeds, tuple(rirs), tuple(rir_files)), conversions, skipped, inputs
+
+
+def excluded_from_noise(source: str, patterns: str) -> bool:
+    """True if the FONDO file's name matches one of the comma-separated glob ``patterns``."""
+    name = Path(source).name
+    return any(fnmatch.fnmatch(name, g.strip()) for g in patterns.split(",") if g.strip())
+
+
+def make_recipe(params: dict[str, Any], bank: Bank) -> Recipe:
+    # FONDO files matching --noise-exclude (default: the speech negatives) are FONDO clips but never noise
+    # under a keyword: talk mixed under a word at 0-20 dB SNR blurs "keyword" vs "speech" (docs/results.md).
+    fondo_audio = tuple(s.audio for s in bank.fondo if not excluded_from_noise(s.source, params["noise_exclude"])) \
+        if params["use_fondo_as_noise"] else ()
+    return Recipe(
+        shift=A.Shift(params["p_shift"], params["max_shift_ms"]),
+        stretch=A.Stretch(params["p_stretch"], params["stretch_low"], params["stretch_high"]),
+        pitch=A.Pitch(params["p_pitch"], params["pitch_semitones"]),
+        noise=A.Noise(params["p_noise"], tuple(float(s) for s in params["snr_list"]), CLIP_SAMPLES, fondo_audio),
+        reverb=A.Reverb(params["p_reverb"], bank.rirs),
+        fondo_gain=A.Gain(*FONDO_GAIN_DB),
+        max_shift_ms=float(params["max_shift_ms"]),
+        warp=A.FormantWarp(params["p_warp"], params["warp_low"], params["warp_high"]),
+    )
+
+
+# ---- one clip ----------------------------------------------------------------------------------------
+
+
+def clip_name(cls: str, index: int, total: int) -> str:
+    width = max(5, len(str(max(total - 1, 0))))
+    return f"{cls}/{cls.lower()}_{index:0{width}d}.wav"
+
+
+def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_index: int, total: int) -> dict[str, Any]:
+    """Draw everything for one clip from its own generator; returns its clips.jsonl record."""
+    cls = bank.classes[class_index]
+    rng = np.random.default_rng([seed, class_index, clip_index])
+    group = bank.seeds[cls]
+    if cls == BACKGROUND_CLASS:
+        lengths = np.array([s.audio.size for s in group], dtype=np.float64)
+        k = int(rng.choice(len(group), p=lengths / lengths.sum()))
+        offset = int(rng.integers(0, max(1, group[k].audio.size - CLIP_SAMPLES + 1)))
+        params: dict[str, Any] = {"offset": offset, **recipe.fondo_gain.sample(rng)}
+        if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
+            params["warp"] = recipe.warp.sample(rng)
+        return {"path": clip_name(cls, clip_index, total), "class": cls, "source": group[k].source, "params": params}
+    s = group[clip_index % len(group)]  # round robin over the class's seeds
+    assert s.word is not None
+    shift = recipe.shift.sample(rng)
+    stretch = recipe.stretch.sample(rng)
+    pitch = recipe.pitch.sample(rng)
+    reverb = recipe.reverb.sample(rng)
+    noise = recipe.noise.sample(rng)
+    fit = s.word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES)
+    tempo = stretch["rate"]
+    if fit > tempo:  # the word would not fit in the window: speed it up just enough
+        tempo = round(math.ceil(fit * 1e4) / 1e4, 4)
+    word_out = s.word.length / tempo
+    slack_ms = max(0.0, (CLIP_SAMPLES - word_out) / 2 / SAMPLE_RATE * 1000 - EDGE_GUARD_MS)
+    shift_ms = float(np.clip(shift["shift_ms"], -slack_ms, slack_ms))
+    params = {
+        "word": [s.word.start, s.word.end],
+        "tempo": tempo,
+        "stretch_rate": stretch["rate"],
+        "semitones": pitch["semitones"],
+        "shift_ms": round(shift_ms, 2),
+        "shift_ms_drawn": shift["shift_ms"],
+        "reverb": reverb,
+        "noise": noise,
+    }
+    if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
+        params["warp"] = recipe.warp.sample(rng)
+    return {"path": clip_name(cls, clip_index, total), "class": cls, "source": s.source, "params": params}
+
+
+def max_half_window(seed: Seed, recipe: Recipe) -> int:
+    """Largest half-length (samples) of seed audio any clip of this seed reads around the word centre."""
+    assert seed.word is not None
+    fit = math.ceil(seed.word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES) * 1e4) / 1e4
+    tempo_max = max(recipe.stretch.high, recipe.stretch.low, fit, 1.0)
+    shift_max = round(recipe.max_shift_ms * SAMPLE_RATE / 1000)
+    return math.ceil((CLIP_SAMPLES // 2 + shift_max + A.PV_N_FFT) * tempo_max) + A.PV_HOP
+
+
+def seed_spectra(bank: Bank, seed: Seed, half_max: int) -> tuple[A.Spectra, int]:
+    """The phase-vocoder analysis of the region around a seed's word, computed once per process;
+    returns (spectra, seed sample index of the region start)."""
+    key = (seed.source, half_max)
+    if key not in bank.spectra:
+        if len(bank.spectra) >= SPECTRA_CACHE_SEEDS:
+            bank.spectra.pop(next(iter(bank.spectra)))
+        assert seed.word is not None
+        centre = (seed.word.start + seed.word.end) // 2
+        lo, hi = centre - half_max, centre + half_max
+        x = seed.audio
+        region = np.pad(x[max(lo, 0): min(hi, x.size)], (max(0, -lo), max(0, hi - x.size)))
+        bank.spectra[key] = (A.analyse(region), lo)
+    return bank.spectra[key]
+
+
+def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: dict[str, Seed] | None = None) -> np.ndarray:
+    """The clip described by a clips.jsonl record: float32, exactly CLIP_SAMPLES. No randomness."""
+    seeds = by_source if by_source is not None else bank.by_source
+    seed = seeds[record["source"]]
+    p = record["params"]
+    x = seed.audio
+    if record["class"] == BACKGROUND_CLASS:
+        o = p["offset"]
+        y = x[o: o + CLIP_SAMPLES]
+        if y.size < CLIP_SAMPLES:  # FONDO recording shorter than 1 s: loop it
+            y = np.tile(x, -(-CLIP_SAMPLES // x.size) + 1)[o: o + CLIP_SAMPLES]
+        y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
+        y = recipe.fondo_gain.apply(y, SAMPLE_RATE, p)
+        return A.protect_clipping(y)
+    start, end = p["word"]
+    centre = (start + end) // 2
+    tempo = float(p["tempo"])
+    shift = round(p["shift_ms"] * SAMPLE_RATE / 1000)  # > 0: the word sits later in the window
+    # The shift is applied as an offset of the crop (same result as Shift.apply, without zero fill):
+    # clip sample t shows seed sample centre + (t - CLIP_SAMPLES / 2 - shift) * tempo.
+    first = centre - (CLIP_SAMPLES // 2 + shift) * tempo
+    if tempo == 1.0 and A.pitch_frame_length(p["semitones"]) == A.PV_N_FFT:
+        a = int(first)
+        y = x[max(a, 0): max(a + CLIP_SAMPLES, 0)]
+        if a < 0 or a + CLIP_SAMPLES > x.size:  # word near the edge of the recording: pad with silence
+            y = np.pad(y, (max(0, -a), CLIP_SAMPLES - y.size - max(0, -a)))
+    else:  # phase vocoder from this seed's spectra (analysed once per process), with a lead-in
+        spectra, region_lo = seed_spectra(bank, seed, max_half_window(seed, recipe))
+        lead = A.PV_N_FFT // 2
+        y = A.synthesise(spectra, first - region_lo - lead * tempo, tempo, float(p["semitones"]),
+                         CLIP_SAMPLES + lead)[lead:]
+    y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
+    y = recipe.reverb.apply(y, SAMPLE_RATE, p["reverb"])
+    y = recipe.noise.apply(y, SAMPLE_RATE, p["noise"])
+    return A.protect_clipping(y)
+
+
+# ---- workers -----------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(bank: Bank, recipe: Recipe, out_dir: str, seed: int) -> None:
+    _WORKER.update(bank=bank, recipe=recipe, out_dir=Path(out_dir), seed=seed, by_source=bank.by_source)
+
+
+def _make_chunk(task: tuple[int, int, int, int]) -> list[str]:
+    """Plan, render and write clips [start, stop) of one class; returns their clips.jsonl lines."""
+    class_index, start, stop, total = task
+    bank, recipe, out_dir = _WORKER["bank"], _WORKER["recipe"], _WORKER["out_dir"]
+    lines = []
+    for i in range(start, stop):
+        record = plan_clip(bank, recipe, _WORKER["seed"], class_index, i, total)
+        audio = render_clip(bank, recipe, record, _WORKER["by_source"])
+        (out_dir / record["path"]).write_bytes(wav_bytes(audio, SAMPLE_RATE))
+        lines.append(json.dumps(record, separators=(",", ":"), sort_keys=True))
+    return lines
+
+
+def class_counts(bank: Bank, per_class: int, fondo_minutes: float) -> dict[str, int]:
+    return {c: (round(fondo_minutes * 60) if c == BACKGROUND_CLASS else per_class) for c in bank.classes}
+
+
+def generate(bank: Bank, recipe: Recipe, seed: int, counts: dict[str, int], out_dir: Path, workers: int,
+             progress: bool = True) -> list[str]:
+    """Write every clip under out_dir; returns the clips.jsonl lines in (class, index) order."""
+    from tqdm import tqdm
+
+    for c in bank.classes:
+        (out_dir / c).mkdir(parents=True, exist_ok=True)
+    tasks = [(ci, a, min(a + CHUNK_CLIPS, counts[c]), counts[c])
+             for ci, c in enumerate(bank.classes) for a in range(0, counts[c], CHUNK_CLIPS)]
+    total = sum(counts.values())
+    lines: list[str] = []
+    with tqdm(total=total, unit="clip", desc="dataset", disable=not progress, dynamic_ncols=True) as bar:
+        if workers <= 1:
+            _init_worker(bank, recipe, str(out_dir), seed)
+            for t in tasks:
+                lines += _make_chunk(t)
+                bar.update(t[2] - t[1])
+        else:
+            ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold torch threads
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                        initargs=(bank, recipe, str(out_dir), seed)) as ex:
+                for t, chunk in zip(tasks, ex.map(_make_chunk, tasks)):
+                    lines += chunk
+                    bar.update(t[2] - t[1])
+    return lines
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = stage_parser(__doc__.split("\n")[0], STAGE)
+    p.add_argument("--seeds", type=Path, required=True, help="folder with one sub-folder of WAVs per class (FONDO = background)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole on success)")
+    p.add_argument("--per-class", type=int, help="clips per keyword class")
+    p.add_argument("--fondo-minutes", type=float, help="minutes of 1 s FONDO clips")
+    p.add_argument("--p-shift", type=float, help="probability of a time shift")
+    p.add_argument("--max-shift-ms", type=float, help="largest time shift, ms")
+    p.add_argument("--p-stretch", type=float, help="probability of a tempo change")
+    p.add_argument("--stretch-low", type=float, help="slowest tempo factor")
+    p.add_argument("--stretch-high", type=float, help="fastest tempo factor")
+    p.add_argument("--p-pitch", type=float, help="probability of a pitch shift")
+    p.add_argument("--pitch-semitones", type=float, help="largest pitch shift, semitones")
+    p.add_argument("--p-noise", type=float, help="probability of mixing in noise")
+    p.add_argument("--snr-list", type=csv_floats, help="SNRs to draw from, dB, e.g. 20,10,5,0")
+    p.add_argument("--p-reverb", type=float, help="probability of reverb")
+    p.add_argument("--rirs-root", type=str, help="folder of RIR WAVs ('' = synthesise RIRs)")
+    p.add_argument("--use-fondo-as-noise", action=argparse.BooleanOptionalAction,
+                   help="mix FONDO seed audio as noise (else synthetic noise)")
+    p.add_argument("--seed", type=int, help="master seed (same seed => byte-identical clips)")
+    p.add_argument("--noise-exclude", type=str, default="",
+                   help="comma-separated globs of FONDO file names never mixed as noise (e.g. 'speech_neg_*')")
+    p.add_argument("--p-warp", type=float, default=0.0,
+                   help="probability of a vocal-tract-length (formant) warp, keyword and FONDO clips")
+    p.add_argument("--warp-low", type=float, default=1.0, help="smallest warp factor (< 1: longer vocal tract)")
+    p.add_argument("--warp-high", type=float, default=1.0, help="largest warp factor (> 1: shorter vocal tract)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes; default: all cores for big runs, 1 for small ones "
+                        "(the output bytes do not depend on it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def effective_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameter values in use, checked against the same schema as the params file."""
+    params = {k: getattr(args, k) for k in PARAM_KEYS}
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        die("missing " + ", ".join("--" + k.replace("_", "-") for k in missing)
+            + "; give them on the command line or pass --params pipeline/params/default/dataset.toml")
+    schema = json.loads((SCHEMA_DIR / f"{STAGE}.schema.json").read_text(encoding="utf-8"))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        die("invalid dataset parameters: " + "; ".join(
+            f"--{str(e.absolute_path[0]).replace('_', '-') if e.absolute_path else '?'}: {e.message}" for e in errors))
+    if params["warp_low"] > params["warp_high"]:
+        die(f"--warp-low {params['warp_low']} is above --warp-high {params['warp_high']}; swap them")
+    if params["stretch_low"] > params["stretch_high"]:
+        die(f"--stretch-low {params['stretch_low']} is above --stretch-high {params['stretch_high']}; swap them")
+    if params["snr_list"] and isinstance(params["snr_list"], list):
+        params["snr_list"] = [float(s) for s in params["snr_list"]]
+    return params
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_stage_args(parser, argv, STAGE)
+    setup_logging(args.verbose)
+    params = effective_params(args)
+    bank, conversions, skipped, inputs = load_bank(args.seeds, params["rirs_root"])
+    recipe = make_recipe(params, bank)
+    counts = class_counts(bank, params["per_class"], params["fondo_minutes"])
+    if counts[BACKGROUND_CLASS] < 1:
+        die(f"--fondo-minutes {params['fondo_minutes']}: gives no FONDO clip; use at least 1/60 minute")
+    workers = args.workers
+    if workers is None:  # starting a worker costs about a second: only worth it for big runs
+        workers = max(1, min(os.cpu_count() or 1, sum(counts.values()) // AUTO_CLIPS_PER_WORKER))
+    if workers < 1:
+        die(f"--workers {workers}: must be at least 1")
+    log.info("classes %s, %d clips (%s), %d worker(s)", list(bank.classes), sum(counts.values()),
+             ", ".join(f"{c} {n}" for c, n in counts.items()), workers)
+    with atomic_dir(args.out) as tmp:
+        lines = generate(bank, recipe, params["seed"], counts, tmp, workers, progress=not args.no_progress)
+        atomic_write_text(tmp / "clips.jsonl", "\n".join(lines) + "\n")
+        seeds_info = [
+            {"source": s.source, "class": s.cls, "duration_s": round(s.audio.size / SAMPLE_RATE, 4),
+             "word": s.word.as_dict(SAMPLE_RATE) if s.word is not None else None}
+            for c in bank.classes for s in bank.seeds[c]
+        ]
+        extra = {
+            "classes": list(bank.classes),
+            "background_class": BACKGROUND_CLASS,
+            "counts": counts,
+            "total_clips": sum(counts.values()),
+            "sample_rate": SAMPLE_RATE,
+            "clip_samples": CLIP_SAMPLES,
+            "seeds_dir": str(args.seeds),
+            "seeds": seeds_info,
+            "conversions": conversions,
+            "skipped_non_wav": {"count": len(skipped), "files": skipped},
+            "rirs": list(bank.rir_files) or "synthetic",
+            "noise": "fondo" if params["use_fondo_as_noise"] else "synthetic",
+            "clips_jsonl_sha256": sha256_file(tmp / "clips.jsonl"),
+        }
+        manifest_inputs = inputs + ([args.params] if args.params else [])
+        atomic_write_json(tmp / "manifest.json", manifest(STAGE, manifest_inputs, params, extra))
+    print(f"dataset: {sum(counts.values())} clips in {args.out}/ ({', '.join(f'{c} {n}' for c, n in counts.items())})"
+          + (f"; {len(skipped)} non-WAV file(s) ignored" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
