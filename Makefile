@@ -1,7 +1,9 @@
-# Makefile: builds files from files, seeds -> dataset -> features -> CRNN -> ONNX -> Pulsar2 -> axmodel.
+# Makefile: builds files from files, seeds -> dataset -> features -> model -> ONNX -> Pulsar2 -> axmodel.
 # Imperative and remote work (Docker daemon, images, the board) lives in tasks.py (invoke).
-# Tunables live in pipeline/params/$(PARAMS)/*.toml, which are prerequisites: edit one and only the
-# stages downstream of it rebuild. Make variables choose infrastructure only.
+# Parameters are defined once, in schemas/params/<stage>.schema.json (with their defaults); a preset
+# (pipeline/params/presets/$(PARAMS).toml) holds only overrides. Every value an artifact depends on
+# (each stage's resolved parameters, the seed files, the compiler choice, the holdout) becomes a stamp
+# under $(BUILD) that is rewritten only when it changes, so exactly what depends on a change rebuilds.
 SHELL         := bash
 .SHELLFLAGS   := -eu -o pipefail -c
 .DELETE_ON_ERROR:
@@ -25,22 +27,16 @@ BASE_IMAGE    ?= python:3.11-slim-bookworm
 # Extra `docker run` flags for the pipeline stages, e.g. DOCKER_RUN_FLAGS="--gpus all" on a GPU host.
 DOCKER_RUN_FLAGS ?=
 HOLDOUT       ?=
+# The preset file; PARAMS names one in pipeline/params/presets/ (PRESET_FILE may point anywhere).
+PRESET_FILE   ?= pipeline/params/presets/$(PARAMS).toml
 
 B      := $(BUILD)
-P      := pipeline/params/$(PARAMS)
 IMAGES := $(B)/images
+STAMPS := $(B)/stamps
+GOALS  := $(filter-out help clean,$(or $(MAKECMDGOALS),all))
 
-ifeq ($(wildcard $(P)/dataset.toml),)
-$(error PARAMS=$(PARAMS): no preset folder $(P)/ (presets: $(notdir $(wildcard pipeline/params/*))))
-endif
-# Make compares mtimes, so artifacts built from another preset's (older) files would look up to date:
-# a BUILD folder remembers its preset (written with the dataset) and refuses another one.
-PRESET_FILE := $(B)/params-preset.txt
-BUILT_PRESET := $(strip $(if $(wildcard $(PRESET_FILE)),$(file <$(PRESET_FILE))))
-ifneq ($(filter-out $(PARAMS),$(BUILT_PRESET)),)
-ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
-$(error BUILD=$(B) holds artifacts of PARAMS=$(BUILT_PRESET), not PARAMS=$(PARAMS): use another BUILD (e.g. BUILD=build-$(PARAMS)) or run make clean BUILD=$(B) first)
-endif
+ifeq ($(wildcard $(PRESET_FILE)),)
+$(error PARAMS=$(PARAMS): no preset file $(PRESET_FILE) (presets: $(basename $(notdir $(wildcard pipeline/params/presets/*.toml)))))
 endif
 
 # ---- runner ------------------------------------------------------------------------------------
@@ -53,7 +49,7 @@ RUNNER_WHY  := RUNNER=$(RUNNER)
 else
 $(error RUNNER=$(RUNNER): expected auto, docker or local)
 endif
-ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(GOALS),)
 ifeq ($(MAKE_RESTARTS),)
 $(info runner: $(RUNNER_USED) ($(RUNNER_WHY)))
 endif
@@ -75,9 +71,6 @@ RUN            = $(PYTHON)
 endif
 
 # ---- inputs ------------------------------------------------------------------------------------
-# Class folders are prerequisites too: adding or removing a seed changes the folder's mtime.
-SEED_DIRS  := $(wildcard $(SEEDS)/*/)
-SEED_FILES := $(wildcard $(SEEDS)/*/*.wav $(SEEDS)/*/*.WAV)
 # Each stage rule depends on every project file its module imports: DEPS_<module>, generated from the import
 # graph (pipeline.core.imports, stdlib only) whenever a source file changes, and read back in by make.
 STAGE_MODULES := pipeline.stages.dataset pipeline.stages.features pipeline.stages.train pipeline.stages.export \
@@ -86,11 +79,34 @@ STAGE_MODULES := pipeline.stages.dataset pipeline.stages.features pipeline.stage
                  pipeline.eval.evaluate
 PROJECT_PY    := $(wildcard pipeline/*.py pipeline/*/*.py pulsar2/*.py pulsar2/*/*.py)
 DEPS_MK       := .make/deps.mk
-ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(GOALS),)
 include $(DEPS_MK)
 endif
 $(DEPS_MK): $(PROJECT_PY)
 	$(PYTHON) -m pipeline.core.imports --makefile $@ $(STAGE_MODULES)
+
+# Stamps: their recipes run on every make invocation (also under make -n: the + prefix) and rewrite a stamp
+# only when its value changed. PARAM(stage) is that stage's resolved parameters, the --params of its recipe.
+PARAM_STAGES  := $(basename $(basename $(notdir $(wildcard schemas/params/*.schema.json))))
+PARAM_JSON    := $(foreach s,$(PARAM_STAGES),$(B)/params/$(s).json)
+PARAM          = $(B)/params/$(1).json
+SEEDS_STAMP   := $(STAMPS)/seeds.json
+COMPILER      := $(STAMPS)/pulsar2.json
+.PHONY: FORCE
+FORCE:
+
+$(PARAM_JSON) &: FORCE
+	+@$(PYTHON) -m pipeline.core.params --preset $(PRESET_FILE) --out-dir $(B)/params
+
+# The seed files by content (paths with spaces too): adding, removing or editing a seed rebuilds the dataset.
+$(SEEDS_STAMP): FORCE
+	+@$(PYTHON) -m pipeline.core.stamps tree '$(SEEDS)' $@
+
+# Which compiler builds the axmodel (the vendor image and its id, or the emulator): loading the vendor image
+# or naming it in PULSAR2_IMAGE rebuilds the axmodel and everything after it.
+$(COMPILER): FORCE
+	+@$(PYTHON) -m pulsar2.choice --runner $(RUNNER_USED) --image $(PULSAR2_IMAGE) \
+	    --image-origin "$(origin PULSAR2_IMAGE)" --out $@
 
 DATASET    := $(B)/dataset/manifest.json
 FEATURES   := $(B)/features/manifest.json
@@ -100,6 +116,9 @@ CALIB      := $(B)/calib/calib_kws.tar
 NPU_INPUTS := $(B)/npu_inputs/manifest.json
 P2_CONFIG  := $(B)/pulsar2/kws_build_int8_config.json
 AXMODEL    := $(B)/pulsar2/output/compiled.axmodel
+# pulsar2.build writes its manifest last: the target, so that a build killed after the compiler wrote the
+# axmodel but before it was checked is not mistaken for a finished one.
+AXMODEL_MAN := $(B)/pulsar2/output/manifest.json
 QUANT      := $(B)/reports/quant_report.json
 INDEX      := $(B)/artifacts.txt
 
@@ -114,7 +133,7 @@ onnx: $(ONNX)                  ## ONNX export, gated on ONNX Runtime vs PyTorch 
 calib: $(CALIB)                ## Pulsar2 calibration tar (Numpy format)
 npu-inputs: $(NPU_INPUTS)      ## per-sample input.bin folders + LF list.txt + labels.csv
 config: $(P2_CONFIG)           ## schema-validated kws_build_int8_config.json
-axmodel: $(AXMODEL)            ## compiled.axmodel (real Pulsar2 image if present, else the EMULATOR)
+axmodel: $(AXMODEL_MAN)        ## compiled.axmodel (real Pulsar2 image if present, else the EMULATOR)
 quant-report: $(QUANT)         ## INT8 vs FP32 agreement on held-back features
 where:                         ## print where each artifact is
 	@$(PYTHON) -m pipeline.stages.where --build $(B)
@@ -128,40 +147,40 @@ help:                          ## list targets
 	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | expand -t 16
 
 # ---- pipeline ----------------------------------------------------------------------------------
-$(DATASET): $(P)/dataset.toml $(SEED_DIRS) $(SEED_FILES) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.dataset --params $(P)/dataset.toml --seeds $(SEEDS) --out $(@D) && echo $(PARAMS) > $(PRESET_FILE)
+$(DATASET): $(call PARAM,dataset) $(SEEDS_STAMP) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.dataset --params $(call PARAM,dataset) --seeds '$(SEEDS)' --out $(@D)
 
-$(FEATURES): $(DATASET) $(P)/features.toml $(DEPS_pipeline.stages.features) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.features --params $(P)/features.toml --dataset $(<D) --out $(@D)
+$(FEATURES): $(DATASET) $(call PARAM,features) $(DEPS_pipeline.stages.features) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.features --params $(call PARAM,features) --dataset $(<D) --out $(@D)
 
-$(CKPT): $(FEATURES) $(P)/train.toml $(DEPS_pipeline.stages.train) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.train --params $(P)/train.toml --features $(<D) --out $(@D)
+$(CKPT): $(FEATURES) $(call PARAM,train) $(DEPS_pipeline.stages.train) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.train --params $(call PARAM,train) --features $(<D) --out $(@D)
 
-$(ONNX): $(CKPT) $(FEATURES) $(P)/export.toml $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.export --params $(P)/export.toml --ckpt $< --features $(B)/features \
+$(ONNX): $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $< --features $(B)/features \
 	    --out $@ --report $(B)/reports/onnx_parity.json
 
-$(CALIB): $(FEATURES) $(P)/calib.toml $(DEPS_pipeline.stages.calib) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.calib --params $(P)/calib.toml --features $(<D) --out $@
+$(CALIB): $(FEATURES) $(call PARAM,calib) $(DEPS_pipeline.stages.calib) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.calib --params $(call PARAM,calib) --features $(<D) --out $@
 
-$(NPU_INPUTS): $(FEATURES) $(P)/npu_inputs.toml $(DEPS_pipeline.stages.npu_inputs) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.npu_inputs --params $(P)/npu_inputs.toml --features $(<D) --out $(@D)
+$(NPU_INPUTS): $(FEATURES) $(call PARAM,npu_inputs) $(DEPS_pipeline.stages.npu_inputs) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.npu_inputs --params $(call PARAM,npu_inputs) --features $(<D) --out $(@D)
 
 # The artifact index: printed (and kept) once everything else is built.
-$(INDEX): $(AXMODEL) $(QUANT) $(NPU_INPUTS) $(DEPS_pipeline.stages.where)
+$(INDEX): $(AXMODEL_MAN) $(QUANT) $(NPU_INPUTS) $(DEPS_pipeline.stages.where)
 	$(PYTHON) -m pipeline.stages.where --build $(B) --out $@
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------
-$(P2_CONFIG): $(ONNX) $(CALIB) $(P)/pulsar2.toml $(DEPS_pulsar2.config) pulsar2/config.template.json \
+$(P2_CONFIG): $(ONNX) $(CALIB) $(call PARAM,pulsar2) $(DEPS_pulsar2.config) pulsar2/config.template.json \
               schemas/pulsar2-config.schema.json $(TRAIN_IMAGE)
-	$(RUN) -m pulsar2.config --params $(P)/pulsar2.toml --onnx $< --calib $(CALIB) --build $(B) --out $@
+	$(RUN) -m pulsar2.config --params $(call PARAM,pulsar2) --onnx $< --calib $(CALIB) --build $(B) --out $@
 
-$(AXMODEL): $(P2_CONFIG) $(ONNX) $(CALIB) $(DEPS_pulsar2.build) $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
-	$(PYTHON) -m pulsar2.build --config $< --build $(B) --out $@ --runner $(RUNNER_USED) \
-	    --image $(PULSAR2_IMAGE) --image-origin "$(origin PULSAR2_IMAGE)" --emulator-image-id "$(PULSAR2_EMU)"
+$(AXMODEL_MAN): $(P2_CONFIG) $(ONNX) $(CALIB) $(COMPILER) $(DEPS_pulsar2.build) $(wildcard pulsar2/emulator/*.py) $(PULSAR2_EMU)
+	$(PYTHON) -m pulsar2.build --config $< --build $(B) --out $(AXMODEL) --choice $(COMPILER) \
+	    --emulator-image-id "$(PULSAR2_EMU)"
 
-$(QUANT): $(AXMODEL) $(ONNX) $(FEATURES) $(DEPS_pulsar2.quant_report) $(TRAIN_IMAGE)
-	$(RUN) -m pulsar2.quant_report --axmodel $< --onnx $(ONNX) --features $(B)/features --out $@
+$(QUANT): $(AXMODEL_MAN) $(ONNX) $(FEATURES) $(DEPS_pulsar2.quant_report) $(TRAIN_IMAGE)
+	$(RUN) -m pulsar2.quant_report --axmodel $(AXMODEL) --onnx $(ONNX) --features $(B)/features --out $@
 
 # ---- images (docker runner only) ---------------------------------------------------------------
 # An image is a file: its id. A changed Dockerfile, lock file or baked-in source rebuilds the image and,
@@ -192,8 +211,9 @@ EVAL          := $(B)/eval/summary.json
 EVAL_INT8     := $(B)/eval-int8/summary.json
 INT8_ONNX     := $(B)/pulsar2/output/emulated_int8.onnx
 HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
-HOLDOUT_STAMP := $(B)/eval-holdout.path
-HOLDOUT_FILES := $(if $(HOLDOUT),$(wildcard $(HOLDOUT)/*/ $(HOLDOUT)/*/*.wav $(HOLDOUT)/*/*.WAV $(HOLDOUT)/manifest.json),$(HOLDOUT_TTS))
+# A user's holdout folder by content; the TTS holdout is a target of its own.
+HOLDOUT_STAMP := $(if $(HOLDOUT),$(STAMPS)/holdout.json,$(HOLDOUT_TTS))
+
 holdout-tts: $(HOLDOUT_TTS)    ## espeak-ng cross-speaker held-out set (voices training never uses) + Spanish negatives
 holdout-dev: $(HOLDOUT_DEV)    ## espeak-ng development set (neither training nor evaluation voices) for the detector
 detector: $(DETECTOR)          ## detector settings chosen and calibrated on the development set
@@ -201,29 +221,26 @@ eval: $(EVAL)                  ## held-out evaluation with leak check (make eval
 eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axmodel: the NPU path on the holdout
 
 # espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
-$(HOLDOUT_TTS): $(DEPS_pipeline.eval.holdout_tts)
-	$(PYTHON) -m pipeline.eval.holdout_tts --out $(@D)
+$(HOLDOUT_TTS): $(call PARAM,holdout_tts) $(DEPS_pipeline.eval.holdout_tts)
+	$(PYTHON) -m pipeline.eval.holdout_tts --params $(call PARAM,holdout_tts) --out $(@D)
 
-$(HOLDOUT_DEV): $(DEPS_pipeline.eval.holdout_tts)
-	$(PYTHON) -m pipeline.eval.holdout_tts --split dev --out $(@D)
+$(HOLDOUT_DEV): $(call PARAM,holdout_tts) $(DEPS_pipeline.eval.holdout_tts)
+	$(PYTHON) -m pipeline.eval.holdout_tts --params $(call PARAM,holdout_tts) --split dev --out $(@D)
 
-$(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(P)/detector.toml $(DEPS_pipeline.eval.detector_calib) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.eval.detector_calib --params $(P)/detector.toml --onnx $(ONNX) --dev $(B)/holdout-dev --out $(@D)
+$(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(call PARAM,detector) $(DEPS_pipeline.eval.detector_calib) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.detector_calib --params $(call PARAM,detector) --onnx $(ONNX) --dev $(B)/holdout-dev --out $(@D)
 
-$(HOLDOUT_STAMP): $(if $(filter-out $(HOLDOUT_DIR),$(file <$(HOLDOUT_STAMP))),holdout-changed)
-	mkdir -p $(@D) && printf '%s\n' '$(HOLDOUT_DIR)' > $@
+$(STAMPS)/holdout.json: FORCE
+	+@$(PYTHON) -m pipeline.core.stamps tree '$(HOLDOUT)' $@
 
-$(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
-	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
+$(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout '$(HOLDOUT_DIR)' --out $(@D) \
+	    --train-manifest $(DATASET) --seeds '$(SEEDS)' --settings $(DETECTOR)
 
 # The INT8 model inside the EMULATED axmodel as an ONNX file (a real axmodel is refused: it runs on the board).
-$(INT8_ONNX): $(AXMODEL) $(ONNX) $(DEPS_pulsar2.int8_onnx) $(TRAIN_IMAGE)
+$(INT8_ONNX): $(AXMODEL_MAN) $(ONNX) $(DEPS_pulsar2.int8_onnx) $(TRAIN_IMAGE)
 	$(RUN) -m pulsar2.int8_onnx --axmodel $(AXMODEL) --onnx $(ONNX) --out $@
 
-$(EVAL_INT8): $(INT8_ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_FILES) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.eval.evaluate --onnx $(INT8_ONNX) --holdout $(HOLDOUT_DIR) --out $(@D) \
-	    --train-manifest $(DATASET) --seeds $(SEEDS) --settings $(DETECTOR)
-
-# Always out of date: makes the stamp above rewrite itself when HOLDOUT changes.
-holdout-changed:
+$(EVAL_INT8): $(INT8_ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.evaluate --onnx $(INT8_ONNX) --holdout '$(HOLDOUT_DIR)' --out $(@D) \
+	    --train-manifest $(DATASET) --seeds '$(SEEDS)' --settings $(DETECTOR)

@@ -146,7 +146,7 @@ def run_baseline(seeds: Path, out: Path, counts: dict[str, int], workers: int, m
 
 
 def _ours_once(seeds: Path, out: Path, per_class: int, fondo_clips: int, workers: int) -> tuple[float, float]:
-    argv = ["--params", str(ROOT / "pipeline/params/default/dataset.toml"), "--seeds", str(seeds), "--out", str(out),
+    argv = ["--seeds", str(seeds), "--out", str(out),
             "--per-class", str(per_class), "--fondo-minutes", repr(fondo_clips / 60), "--workers", str(workers),
             "--no-progress"]
     cpu0, t0 = _cpu_s(), time.perf_counter()

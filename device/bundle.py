@@ -31,7 +31,6 @@ import tarfile
 from pathlib import Path
 
 from device.ssh import DeviceError
-from pipeline.core.contract import FeatureContract
 from pipeline.core.io import sha256_file
 from pulsar2 import axmodel
 
@@ -127,7 +126,8 @@ def collect_bundle(build: str | os.PathLike[str]) -> Bundle:
         shape = tuple(int(d) for d in json.loads(files["manifest.json"].read_text()).get("shape") or ())
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise DeviceError(f"{files['manifest.json']}: unreadable ({e}); rebuild with `make npu-inputs`") from None
-    shape = shape or FeatureContract().input_shape
+    if not shape:
+        raise DeviceError(f"{files['manifest.json']}: no input shape; rebuild with `make npu-inputs`")
     want_bytes = 4 * math.prod(shape)
     for k in ids:
         p = _need(npu / "input" / k / "input.bin", "rebuild the board inputs with `make npu-inputs`")

@@ -105,7 +105,7 @@ def make_command(runner: str, params: str, build: Path, seeds: str | None, base_
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--params", default="smoke", help="params preset (pipeline/params/<PRESET>)")
+    p.add_argument("--params", default="smoke", help="params preset (pipeline/params/presets/<PRESET>.toml)")
     p.add_argument("--build-a", type=Path, default=Path("build-repro-a"), help="first build folder (deleted first)")
     p.add_argument("--build-b", type=Path, default=Path("build-repro-b"), help="second build folder (deleted first)")
     p.add_argument("--runner-a", choices=["auto", "docker", "local"], default="auto")

@@ -1,21 +1,17 @@
-"""Compile the Pulsar2 config into ``compiled.axmodel``: the REAL Axera image if present, else the EMULATOR.
+"""Compile the Pulsar2 config into ``compiled.axmodel`` with the compiler ``pulsar2.choice`` chose.
 
     python -m pulsar2.build --config build/pulsar2/kws_build_int8_config.json --build build \\
-        --out build/pulsar2/output/compiled.axmodel --runner docker --image pulsar2:4.2 \\
-        --image-origin "command line" --emulator-image-id build/images/pulsar2-emulator.id
+        --out build/pulsar2/output/compiled.axmodel --choice build/stamps/pulsar2.json \\
+        --emulator-image-id build/images/pulsar2-emulator.id
 
-Selection (``--image-origin`` is make's ``$(origin PULSAR2_IMAGE)``):
-
-- ``docker image inspect IMAGE`` succeeds -> the real Pulsar2 runs in IMAGE with the build dir mounted at
-  ``/data/build`` (``pulsar2 build --config /data/build/...``), then chowns its root-owned outputs back.
-- the image is missing and the user named it (origin ``command line`` / ``environment``) -> fail at once
-  with how to load the vendor tarball or how to use the emulator.
-- the image is missing and it is only the Makefile default -> the PULSAR2 EMULATOR runs (a loud banner),
-  in the emulator image (runner docker) or natively (runner local, ``/data/build`` mapped to the build dir).
+- ``real``: Axera's Pulsar2 runs in the vendor image with the build dir mounted at ``/data/build``
+  (``pulsar2 build --config /data/build/...``), then chowns its root-owned outputs back.
+- ``emulator-docker`` / ``emulator-local``: the PULSAR2 EMULATOR runs (a loud banner), in the emulator image or
+  natively (``/data/build`` mapped to the build dir).
 
 The output directory is emptied first; success needs exit status 0 AND a non-empty compiled.axmodel AND
 no Python traceback in the log. The compiler's log goes to ``output/build.log``; ``output/manifest.json``
-(written last) records ``emulated``, the compiler version, the image and the config/axmodel sha256.
+(written last, and the make target: a build killed before it is rebuilt) records ``emulated``, the compiler version, the image and the config/axmodel sha256.
 
 Standard library only (plus the stdlib-only ``pipeline.core.io``/``pipeline.core.provenance`` and ``pulsar2.axmodel``):
 with the docker runner this runs on the host, where the ML stack need not be installed.
@@ -36,12 +32,11 @@ from typing import Any
 
 from pipeline.core.io import atomic_write_json, sha256_file
 from pipeline.core.provenance import manifest
-from pulsar2 import axmodel
+from pulsar2 import axmodel, choice
+from pulsar2.choice import docker_cmd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_BUILD = PurePosixPath("/data/build")
-EXPLICIT_ORIGINS = ("command line", "environment", "environment override", "override")
-VENDOR_URL = "https://huggingface.co/AXERA-TECH/Pulsar2 (mirror: https://modelscope.cn/models/AXERA-TECH/Pulsar2)"
 BANNER = "\n".join([
     "#" * 78,
     "#  PULSAR2 EMULATOR - NOT the Axera compiler".ljust(77) + "#",
@@ -57,40 +52,6 @@ BANNER = "\n".join([
 class BuildError(Exception):
     """Bad input or a failed build: printed as ``error: ...``, exit status 2 (pipeline.core.cli.StageError's twin;
     pipeline.core.cli is not imported because it needs jsonschema, and this module must stay stdlib-only)."""
-
-
-def load_instructions(image: str) -> str:
-    return (
-        f"  to use the real Axera compiler, get ax_pulsar2_<ver>.tar.gz from {VENDOR_URL}, then\n"
-        f"      invoke pulsar2.load --tarball ax_pulsar2_<ver>.tar.gz     (or: docker load -i ax_pulsar2_<ver>.tar.gz)\n"
-        f"      make all PULSAR2_IMAGE=pulsar2:<ver>                      (the tag `docker load` printed)\n"
-        f"  to use the project's Pulsar2 EMULATOR instead, do not set PULSAR2_IMAGE (it is {image!r} now);\n"
-        f"  see pulsar2/README.md"
-    )
-
-
-def docker_cmd() -> str:
-    return os.environ.get("DOCKER", "docker")
-
-
-def image_status(image: str) -> tuple[bool, str]:
-    """``(exists, reason)`` from ``docker image inspect``; the reason says why not (no CLI, no daemon, no image)."""
-    try:
-        r = subprocess.run([docker_cmd(), "image", "inspect", "--format", "{{.Id}}", image],
-                           capture_output=True, text=True, timeout=120, check=False)
-    except FileNotFoundError:
-        return False, f"the docker client ({docker_cmd()}) is not installed"
-    except subprocess.TimeoutExpired:
-        return False, "`docker image inspect` timed out (is the Docker daemon healthy?)"
-    if r.returncode == 0:
-        return True, r.stdout.strip()
-    err = (r.stderr or r.stdout).strip().splitlines()
-    text = err[-1] if err else f"exit status {r.returncode}"
-    if re.search(r"no such (image|object)", text, re.I):
-        return False, f"no such image ({text})"
-    if re.search(r"cannot connect|is the docker daemon running|docker\.sock|permission denied", text, re.I):
-        return False, f"the Docker daemon is not reachable ({text}); start it with `invoke docker.start`"
-    return False, f"`docker image inspect` failed ({text})"
 
 
 def host_path(container: str, build_dir: Path) -> Path:
@@ -156,20 +117,6 @@ def real_version(image: str) -> str:
     return " ".join(v for v in (found.get("version"), found.get("commit")) if v) or "unknown"
 
 
-def select(runner: str, image: str, origin: str) -> tuple[str, str]:
-    """``("real" | "emulator-docker" | "emulator-local", why)``; raises BuildError for a named, missing image."""
-    explicit = origin in EXPLICIT_ORIGINS
-    if runner == "docker" or explicit:
-        exists, reason = image_status(image)
-        if exists:
-            return "real", f"image {image} found ({reason[:19]})"
-        if explicit:
-            raise BuildError(f"PULSAR2_IMAGE={image} (from the {origin}) cannot be used: {reason}.\n"
-                             + load_instructions(image))
-        return "emulator-docker", f"default image {image} not found ({reason})"
-    return "emulator-local", f"runner local and PULSAR2_IMAGE={image} is only the default"
-
-
 def build(args: argparse.Namespace) -> dict[str, Any]:
     build_dir = args.build.resolve()
     cfg = read_config(args.config)
@@ -182,7 +129,13 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if axm.resolve() != args.out.resolve():
         raise BuildError(f"{args.config}: output_dir/output_name give {axm}, but --out is {args.out}; "
                          "regenerate the config with `make config`")
-    mode, why = select(args.runner, args.image, args.image_origin)
+    try:
+        chosen = choice.read_choice(args.choice)
+    except choice.ChoiceError as e:
+        raise BuildError(str(e)) from None
+    mode, image_tag = chosen["mode"], chosen["image"]
+    why = {"real": f"image {image_tag} ({chosen['image_id'][:19]})", "emulator-docker": f"image {image_tag} not loaded",
+           "emulator-local": "runner local, default image not used"}[mode]
     emu_image = ""
     if mode == "emulator-docker":
         idfile = Path(args.emulator_image_id) if args.emulator_image_id else None
@@ -196,11 +149,11 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     uid, gid = os.getuid(), os.getgid()
     mount = ["-v", f"{build_dir}:{CONTAINER_BUILD}", "-w", "/data"]
     if mode == "real":
-        print(f"pulsar2.build: REAL Pulsar2 in {args.image} ({why})", flush=True)
+        print(f"pulsar2.build: REAL Pulsar2 in {image_tag} ({why})", flush=True)
         script = 'pulsar2 build --config "$1"; rc=$?; chown -R "$2" "$3" 2>/dev/null; exit $rc'
-        cmd = [docker_cmd(), "run", "--rm", *mount, "--entrypoint", "/bin/bash", args.image, "-lc", script,
+        cmd = [docker_cmd(), "run", "--rm", *mount, "--entrypoint", "/bin/bash", image_tag, "-lc", script,
                "pulsar2-build", container_config, f"{uid}:{gid}", cfg["output_dir"]]
-        header = f"# pulsar2.build: real Pulsar2 image {args.image}"
+        header = f"# pulsar2.build: real Pulsar2 image {image_tag}"
         env = None
     else:
         print(BANNER, flush=True)
@@ -234,8 +187,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise BuildError(f"{problem}; log kept at {out_dir / 'build.log'}; compiled.axmodel removed")
 
     if mode == "real":
-        compiler = {"name": "pulsar2", "version": real_version(args.image)}
-        image = args.image
+        compiler = {"name": "pulsar2", "version": real_version(image_tag)}
+        image = image_tag
     else:
         meta, _ = axmodel.read_emulated(axm)
         name, _, version = str(meta["compiler"]).partition(" ")
@@ -247,7 +200,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         if hp is not None and hp.is_file():
             inputs.append(hp)
     man = manifest("pulsar2.build", inputs=inputs,
-                   params={"runner": args.runner, "image": args.image, "image_origin": args.image_origin},
+                   params={"choice": {k: chosen[k] for k in ("mode", "image", "image_id")}},
                    extra={
                        "emulated": mode != "real",
                        "mode": mode,
@@ -273,10 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="generated build config (inside --build)")
     p.add_argument("--build", type=Path, required=True, help="build dir, mounted at /data/build")
     p.add_argument("--out", type=Path, required=True, help="compiled.axmodel path the config produces")
-    p.add_argument("--runner", choices=["docker", "local"], required=True, help="how stages run (make's RUNNER_USED)")
-    p.add_argument("--image", default="pulsar2:4.2", help="vendor Pulsar2 image tag")
-    p.add_argument("--image-origin", default="default",
-                   help="make's $(origin PULSAR2_IMAGE): 'command line'/'environment' = named by the user")
+    p.add_argument("--choice", type=Path, required=True, help="the compiler choice stamp (python -m pulsar2.choice)")
     p.add_argument("--emulator-image-id", default="", help="file holding the emulator image id (runner docker)")
     return p
 

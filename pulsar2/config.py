@@ -2,7 +2,7 @@
 
 Static choices come from ``pulsar2/config.template.json`` (the seed's working Pulsar2 4.2 build: AX620E,
 NPU1, MinMax, Numpy calibration, all samples, onnxsim + model check, compiler check 0); the options of
-``pipeline/params/<preset>/pulsar2.toml`` override them (NPU2, calibration method/size, U16 layers,
+``[pulsar2]`` in a preset (``pipeline/params/presets/*.toml``) override them (NPU2, calibration method/size, U16 layers,
 precision analysis). Tensor names and the input shape are read from the ONNX. Every path is written as
 the Pulsar2 container sees it: the compile step mounts the build directory at ``/data/build``
 (docs/design.md), so nothing host-absolute ever reaches the config.
@@ -10,7 +10,7 @@ the Pulsar2 container sees it: the compile step mounts the build directory at ``
 Before anything is written the config is validated against ``schemas/pulsar2-config.schema.json`` and
 checked against the ONNX I/O and every ``.npy`` in the calibration tar (shape and float32).
 
-    python -m pulsar2.config --params pipeline/params/default/pulsar2.toml --onnx build/model/kws.onnx \\
+    python -m pulsar2.config --onnx build/model/kws.onnx \\
         --calib build/calib/calib_kws.tar --build build --out build/pulsar2/kws_build_int8_config.json
 """
 
@@ -128,13 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", type=Path, required=True, help="build directory; mounted at /data/build in the container")
     p.add_argument("--out", type=Path, required=True, help="config file to write (inside --build)")
     p.add_argument("--template", type=Path, default=TEMPLATE_PATH, help="static part of the config")
-    p.add_argument("--target-hardware", default="AX620E", choices=["AX620E"], help="AX630C = AX620E")
-    p.add_argument("--npu-mode", default="NPU1", choices=["NPU1", "NPU2"], help="NPU1 half core (seed), NPU2 full core")
-    p.add_argument("--calibration-method", default="MinMax", choices=["MinMax", "Percentile", "MSE", "KL"])
-    p.add_argument("--calibration-size", type=int, default=-1, help="calibration tensors used; -1 = all")
-    p.add_argument("--u16-layers", nargs="*", default=[], help="node names / op types quantized as U16")
-    p.add_argument("--precision-analysis", action=argparse.BooleanOptionalAction, default=False,
-                   help="per-layer precision analysis in the compiler")
     return p
 
 

@@ -23,7 +23,7 @@ manifest line alone. Everything is vectorised numpy on float32 (no per-sample Py
 
 Example (the dataset stage uses these)::
 
-    python -m pipeline.stages.dataset --params pipeline/params/default/dataset.toml --seeds data/demo-seeds --out build/dataset
+    python -m pipeline.stages.dataset --seeds data/demo-seeds --out build/dataset
 """
 
 from __future__ import annotations

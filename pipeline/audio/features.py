@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.cli import StageError, load_params
+from pipeline.core import params
+from pipeline.core.cli import StageError
 from pipeline.core.contract import ContractMismatch, FeatureContract
 
 CONTRACT_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FeatureContract))
@@ -42,13 +43,14 @@ class FeatureError(StageError):
 # ---- the contract -----------------------------------------------------------------------------
 
 
-def load_contract(path: str | os.PathLike[str]) -> FeatureContract:
-    """The feature contract from a ``features.toml`` (validated against its schema; stage options ignored)."""
-    params = load_params(path, "features")
+def load_contract(path: str | os.PathLike[str] | None = None) -> FeatureContract:
+    """The feature contract of a parameter file's ``[features]`` section (or of the schema defaults when
+    ``path`` is None), validated against ``schemas/params/features.schema.json``."""
     try:
-        return FeatureContract.from_mapping({k: v for k, v in params.items() if k in CONTRACT_KEYS})
-    except (ContractMismatch, TypeError) as e:
-        raise FeatureError(f"{path}: {e}; fix the contract keys") from None
+        values = params.resolve("features", [path] if path is not None else [])
+        return FeatureContract.from_mapping({k: v for k, v in values.items() if k in CONTRACT_KEYS})
+    except (params.ParamsError, ContractMismatch, TypeError) as e:
+        raise FeatureError(f"{path or 'schemas/params/features.schema.json'}: {e}; fix the contract keys") from None
 
 
 def pad_samples(contract: FeatureContract) -> tuple[int, int]:
@@ -213,7 +215,7 @@ class FeatureSet:
     @classmethod
     def open(cls, features_dir: str | os.PathLike[str]) -> FeatureSet:
         root = Path(features_dir)
-        fix = f"rebuild it: python -m pipeline.stages.features --params pipeline/params/default/features.toml --dataset build/dataset --out {root}"
+        fix = f"rebuild it: python -m pipeline.stages.features --dataset build/dataset --out {root}"
         man_path = root / "manifest.json"
         try:
             manifest = json.loads(man_path.read_text(encoding="utf-8"))

@@ -1,24 +1,21 @@
-"""Shared command-line plumbing for the stages: params files, logging, clean errors.
+"""Shared command-line plumbing for the stages: parameters, logging, clean errors.
 
-A stage is ``python -m pipeline.<stage> --params pipeline/params/default/<stage>.toml [--flag value …]``.
-The params file supplies defaults for the flags (key ``per_class`` <-> flag ``--per-class``); flags given
-on the command line win. The file is validated against ``schemas/params/<stage>.schema.json`` first.
+A stage is ``python -m pipeline.stages.<stage> [--params FILE] [--flag value …]``. Its parameters are defined
+once, in ``schemas/params/<stage>.schema.json`` (``pipeline.core.params``): each becomes a flag
+(``per_class`` <-> ``--per-class``), takes its value from the flag, else from the ``--params`` file, else from
+the schema default, and is validated against the schema before the stage starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import jsonschema
+from pipeline.core import params
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "params"
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s"
 
 
@@ -34,46 +31,33 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
 
 
-def load_params(path: str | Path, stage: str) -> dict[str, Any]:
-    """Read and validate a stage's TOML params file; errors name the file, the key and the fix."""
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        die(f"{p}: params file not found (presets live in pipeline/params/<preset>/{stage}.toml)")
-    except tomllib.TOMLDecodeError as e:
-        die(f"{p}: not valid TOML: {e}")
-    schema_path = SCHEMA_DIR / f"{stage}.schema.json"
-    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors]
-        die(f"{p}: invalid {stage} parameters (schema {schema_path.name}):\n" + "\n".join(lines))
-    return data
-
-
 def stage_parser(description: str, stage: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--params", type=Path, help=f"TOML file with defaults for the flags (schemas/params/{stage}.schema.json)")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", type=Path,
+                        help=f"parameter file: a TOML file's [{stage}] section (pipeline/params/presets/*.toml) or the "
+                             f"resolved JSON make writes (build/params/{stage}.json); flags given here win")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, stage: str) -> argparse.Namespace:
-    """Parse argv with the params file (if given) supplying defaults; unknown params keys are an error."""
-    pre, _ = parser.parse_known_args(argv)
-    params: dict[str, Any] = {}
-    if pre.params is not None:
-        params = load_params(pre.params, stage)
-        dests = {a.dest for a in parser._actions}
-        unknown = sorted(set(params) - dests)
-        if unknown:
-            die(f"{pre.params}: keys {unknown} are not options of pipeline.{stage}; remove them or fix the spelling")
-        parser.set_defaults(**params)
+    """Parse argv: the stage's own options plus one flag per parameter of ``schemas/params/<stage>.schema.json``.
+
+    Each parameter takes the value of its flag if given, else of the ``--params`` file, else the schema default;
+    the result is validated against the schema and set on the namespace (``args.per_class``), and
+    ``args.params_used`` holds every parameter value.
+    """
+    params.add_arguments(parser, stage)
     args = parser.parse_args(argv)
-    args.params_used = {k: getattr(args, k) for k in sorted(params)} if params else {}
+    try:
+        base = params.resolve(stage, [args.params] if args.params is not None else [])
+        values = params.values_from_args(args, stage, base)
+        params.validate(stage, values, "command line" if args.params is None else f"{args.params} + command line")
+    except params.ParamsError as e:
+        die(str(e))
+    for name, value in values.items():
+        setattr(args, name, value)
+    args.params_used = values
     return args
 
 

@@ -18,18 +18,21 @@ class ContractMismatch(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class FeatureContract:
-    sample_rate: int = 16000
-    clip_samples: int = 16000
-    n_fft: int = 512
-    win_length: int = 400
-    hop_length: int = 160
-    n_mels: int = 64
-    n_frames: int = 98
-    f_min_hz: float = 0.0
-    f_max_hz: float = 8000.0
-    power_floor: float = 1e-10
-    norm_mean_db: float = -20.0
-    norm_std_db: float = 15.0
+    """The values come from ``[features]`` parameters (defaults: ``schemas/params/features.schema.json``;
+    ``pipeline.audio.features.load_contract``) or from the metadata of a checkpoint or ONNX file."""
+
+    sample_rate: int
+    clip_samples: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    n_frames: int
+    f_min_hz: float
+    f_max_hz: float
+    power_floor: float
+    norm_mean_db: float
+    norm_std_db: float
 
     def __post_init__(self) -> None:
         frames = 1 + (self.clip_samples - self.win_length) // self.hop_length

@@ -68,6 +68,17 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+def write_text_if_changed(path: str | os.PathLike[str], text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds exactly it (its mtime then stays); True if written."""
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it replaces ``path`` as a whole.

@@ -20,7 +20,7 @@ audio) -> ``<out>/settings.json`` (``{"settings": …, "calibration": …}``, re
 
 Example::
 
-    python -m pipeline.eval.detector_calib --params pipeline/params/default/detector.toml \\
+    python -m pipeline.eval.detector_calib \\
         --onnx build/model/kws.onnx --dev build/holdout-dev --out build/detector
 """
 
@@ -39,7 +39,7 @@ import numpy as np
 from pipeline.core.cli import StageError, die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.detector import BACKGROUND_CLASS, DetectorSettings, calibrate, moving_average
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
-from pipeline.eval.detect import DEFAULT_CONTEXT_S, in_context, negative_probs, stream_probs
+from pipeline.eval.detect import in_context, negative_probs, stream_probs
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +121,11 @@ def format_report(doc: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = DetectorSettings()
     p = stage_parser("Choose and calibrate the detector settings of a model on a development set.", STAGE)
     p.add_argument("--onnx", type=Path, required=True, help="exported model")
     p.add_argument("--dev", type=Path, required=True,
                    help="development set: one folder per class, FONDO = keyword-free audio (pipeline.eval.holdout_tts --split dev)")
     p.add_argument("--out", type=Path, required=True, help="output folder: settings.json, report.md (replaced as a whole)")
-    p.add_argument("--target-fa-per-hour", type=float, default=0.5, help="false accepts per hour allowed on the dev negatives")
-    p.add_argument("--smooth-windows", type=int, nargs="+", default=[d.smooth_windows],
-                   help="candidate moving-average lengths, windows")
-    p.add_argument("--min-consecutive-windows", type=int, nargs="+", default=[d.min_consecutive_windows],
-                   help="candidate numbers of consecutive windows above the on threshold")
-    p.add_argument("--off-threshold", type=float, default=d.off_threshold, help="re-arm threshold (hysteresis)")
-    p.add_argument("--refractory-s", type=float, default=d.refractory_s, help="quiet time after an event, s")
-    p.add_argument("--hop-s", type=float, default=d.hop_s, help="window hop, s")
-    p.add_argument("--context-s", type=float, default=DEFAULT_CONTEXT_S,
-                   help="quiet streamed before and after each development keyword file (as pipeline.eval.evaluate), s")
     return p
 
 

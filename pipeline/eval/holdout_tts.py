@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline.audio.tts import check_voice_split, espeak_binary, espeak_version, speak, training_voices
 from pipeline.audio.wav import wav_bytes
-from pipeline.core.cli import csv_floats, die, run_main, setup_logging
+from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.io import atomic_dir, atomic_write_json, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -281,35 +281,21 @@ def parse_voices(text: str | None, split: str = "eval") -> list[tuple[str, str]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build the espeak-ng cross-speaker held-out set.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = stage_parser("Build the espeak-ng cross-speaker held-out set.", STAGE)
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
     p.add_argument("--split", choices=sorted(SPLITS), default="eval",
                    help="eval: the evaluation voices and texts; dev: the development voices (detector choice "
                         "and calibration) with training texts")
     p.add_argument("--seed", type=int, help=f"master seed (same seed => same files; default {DEFAULT_SEEDS})")
-    p.add_argument("--renditions", type=int, default=3, help="files per keyword per evaluation voice")
     p.add_argument("--voices", help="comma-separated subset of the evaluation voices (default: all)")
-    p.add_argument("--fondo-minutes", type=float, default=60.0,
-                   help="total keyword-free speech, minutes (FA/h resolution = 60 / this)")
-    p.add_argument("--fondo-file-s", type=float, default=30.0, help="approximate length of each FONDO file, s")
-    p.add_argument("--noisy-fraction", type=float, default=0.5, help="fraction of files mixed with noise")
-    p.add_argument("--snr-db-list", type=csv_floats, default=[20.0, 10.0, 5.0], help="SNRs for noisy files, dB")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_stage_args(build_parser(), argv, STAGE)
     setup_logging(args.verbose)
     from pipeline.core.provenance import manifest
 
-    if args.renditions < 1:
-        die(f"--renditions {args.renditions}: must be >= 1")
-    if args.fondo_minutes < 0 or args.fondo_file_s <= 0:
-        die("--fondo-minutes must be >= 0 and --fondo-file-s > 0")
-    if not 0.0 <= args.noisy_fraction <= 1.0:
-        die(f"--noisy-fraction {args.noisy_fraction}: must be in [0, 1]")
     seed = DEFAULT_SEEDS[args.split] if args.seed is None else args.seed
     voices = parse_voices(args.voices, args.split)
     train_voices = training_voices()

@@ -4,7 +4,7 @@
 each float32 (1, 1, 98, 64) in np.save format, byte-identical for the same inputs and seed) and
 ``<out dir>/manifest.json`` (which feature rows were chosen). Only ``split == "train"`` rows are used.
 
-    python -m pipeline.stages.calib --params pipeline/params/default/calib.toml --features build/features --out build/calib/calib_kws.tar
+    python -m pipeline.stages.calib --features build/features --out build/calib/calib_kws.tar
 """
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = stage_parser(__doc__.split("\n\n")[0], STAGE)
     parser.add_argument("--features", type=Path, required=True, help="features folder (pipeline.stages.features output)")
     parser.add_argument("--out", type=Path, required=True, help="calibration tar to write (manifest.json goes beside it)")
-    parser.add_argument("--num-samples", type=int, default=300, help="number of calibration tensors")
-    parser.add_argument("--seed", type=int, default=1234, help="seed for the per-class choice")
     args = parse_stage_args(parser, argv, STAGE)
     setup_logging(args.verbose)
     if args.num_samples < 1 or args.num_samples > 99999:

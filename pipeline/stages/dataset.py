@@ -22,7 +22,7 @@ bytes do not depend on the number of worker processes.
 
 Example::
 
-    python -m pipeline.stages.dataset --params pipeline/params/default/dataset.toml --seeds data/demo-seeds --out build/dataset
+    python -m pipeline.stages.dataset --seeds data/demo-seeds --out build/dataset
 """
 
 from __future__ import annotations
@@ -40,13 +40,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 
 from pipeline.audio import augment as A
 from pipeline.audio.locate import WordSpan, locate_word
 from pipeline.audio.wav import AudioError, read_audio, wav_bytes
-from pipeline.core.cli import SCHEMA_DIR, csv_floats, die, parse_stage_args, run_main, setup_logging, stage_parser
+from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.core.provenance import manifest
 
@@ -69,9 +68,6 @@ WAV_SUFFIXES = (".wav",)
 CHUNK_CLIPS = 64
 SPECTRA_CACHE_SEEDS = 64
 AUTO_CLIPS_PER_WORKER = 1000
-PARAM_KEYS = ("per_class", "fondo_minutes", "p_shift", "max_shift_ms", "p_stretch", "stretch_low", "stretch_high",
-              "p_pitch", "pitch_semitones", "p_noise", "snr_list", "p_reverb", "rirs_root", "use_fondo_as_noise",
-              "seed", "p_warp", "warp_low", "warp_high", "noise_exclude")
 
 
 # ---- inputs ------------------------------------------------------------------------------------------
@@ -400,28 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage_parser(__doc__.split("\n")[0], STAGE)
     p.add_argument("--seeds", type=Path, required=True, help="folder with one sub-folder of WAVs per class (FONDO = background)")
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole on success)")
-    p.add_argument("--per-class", type=int, help="clips per keyword class")
-    p.add_argument("--fondo-minutes", type=float, help="minutes of 1 s FONDO clips")
-    p.add_argument("--p-shift", type=float, help="probability of a time shift")
-    p.add_argument("--max-shift-ms", type=float, help="largest time shift, ms")
-    p.add_argument("--p-stretch", type=float, help="probability of a tempo change")
-    p.add_argument("--stretch-low", type=float, help="slowest tempo factor")
-    p.add_argument("--stretch-high", type=float, help="fastest tempo factor")
-    p.add_argument("--p-pitch", type=float, help="probability of a pitch shift")
-    p.add_argument("--pitch-semitones", type=float, help="largest pitch shift, semitones")
-    p.add_argument("--p-noise", type=float, help="probability of mixing in noise")
-    p.add_argument("--snr-list", type=csv_floats, help="SNRs to draw from, dB, e.g. 20,10,5,0")
-    p.add_argument("--p-reverb", type=float, help="probability of reverb")
-    p.add_argument("--rirs-root", type=str, help="folder of RIR WAVs ('' = synthesise RIRs)")
-    p.add_argument("--use-fondo-as-noise", action=argparse.BooleanOptionalAction,
-                   help="mix FONDO seed audio as noise (else synthetic noise)")
-    p.add_argument("--seed", type=int, help="master seed (same seed => byte-identical clips)")
-    p.add_argument("--noise-exclude", type=str, default="",
-                   help="comma-separated globs of FONDO file names never mixed as noise (e.g. 'speech_neg_*')")
-    p.add_argument("--p-warp", type=float, default=0.0,
-                   help="probability of a vocal-tract-length (formant) warp, keyword and FONDO clips")
-    p.add_argument("--warp-low", type=float, default=1.0, help="smallest warp factor (< 1: longer vocal tract)")
-    p.add_argument("--warp-high", type=float, default=1.0, help="largest warp factor (> 1: shorter vocal tract)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes; default: all cores for big runs, 1 for small ones "
                         "(the output bytes do not depend on it)")
@@ -429,32 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def effective_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The parameter values in use, checked against the same schema as the params file."""
-    params = {k: getattr(args, k) for k in PARAM_KEYS}
-    missing = [k for k, v in params.items() if v is None]
-    if missing:
-        die("missing " + ", ".join("--" + k.replace("_", "-") for k in missing)
-            + "; give them on the command line or pass --params pipeline/params/default/dataset.toml")
-    schema = json.loads((SCHEMA_DIR / f"{STAGE}.schema.json").read_text(encoding="utf-8"))
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        die("invalid dataset parameters: " + "; ".join(
-            f"--{str(e.absolute_path[0]).replace('_', '-') if e.absolute_path else '?'}: {e.message}" for e in errors))
+def check_params(params: dict[str, Any]) -> None:
+    """Cross-parameter checks the schema cannot express."""
     if params["warp_low"] > params["warp_high"]:
         die(f"--warp-low {params['warp_low']} is above --warp-high {params['warp_high']}; swap them")
     if params["stretch_low"] > params["stretch_high"]:
         die(f"--stretch-low {params['stretch_low']} is above --stretch-high {params['stretch_high']}; swap them")
-    if params["snr_list"] and isinstance(params["snr_list"], list):
-        params["snr_list"] = [float(s) for s in params["snr_list"]]
-    return params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_stage_args(parser, argv, STAGE)
     setup_logging(args.verbose)
-    params = effective_params(args)
+    params = args.params_used
+    check_params(params)
     bank, conversions, skipped, inputs = load_bank(args.seeds, params["rirs_root"])
     recipe = make_recipe(params, bank)
     counts = class_counts(bank, params["per_class"], params["fondo_minutes"])

@@ -13,7 +13,7 @@ dynamic-shape ops (the Pulsar2 compiler wants a static graph).
 
 Example::
 
-    python -m pipeline.stages.export --params pipeline/params/default/export.toml --ckpt build/model/ckpt.pt \\
+    python -m pipeline.stages.export --ckpt build/model/ckpt.pt \\
         --features build/features --out build/model/kws.onnx --report build/reports/onnx_parity.json
 """
 
@@ -306,9 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", type=Path, required=True, help="features folder the model was trained on")
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write (kws.onnx)")
     p.add_argument("--report", type=Path, required=True, help="parity report JSON (onnx_parity.json)")
-    p.add_argument("--opset", type=int, help="ONNX opset version")
-    p.add_argument("--parity-samples", type=int, help="real feature tensors compared (test, then val, then train)")
-    p.add_argument("--parity-atol", type=float, help="max allowed |logit(ORT) - logit(torch)|")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime CPU threads")
     return p
 
@@ -316,12 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_stage_args(build_parser(), argv, STAGE)
     setup_logging(args.verbose)
-    missing = [f"--{k.replace('_', '-')}" for k in ("opset", "parity_samples", "parity_atol") if getattr(args, k) is None]
-    if missing:
-        die(f"{args.params or '(no --params)'}: no value for {', '.join(missing)}; "
-            "pass --params pipeline/params/default/export.toml or give the flags")
-    if args.parity_samples < 1 or args.parity_atol < 0 or args.opset < 13:
-        die(f"{args.params or 'command line'}: need parity_samples >= 1, parity_atol >= 0, opset >= 13")
 
     prefer_passive_openmp()
     import onnx

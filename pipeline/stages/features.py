@@ -4,7 +4,7 @@ Stage: ``<dataset>/clips.jsonl`` + the WAVs + ``<dataset>/manifest.json`` ->
 ``<out>/features.npy`` (float32 (N, 1, 98, 64), clips.jsonl order), ``<out>/index.jsonl`` (one row per clip with
 a train/val/test split drawn from a hash of the clip path, no RNG) and ``<out>/manifest.json`` (written last).
 
-    python -m pipeline.stages.features --params pipeline/params/default/features.toml --dataset build/dataset --out build/features
+    python -m pipeline.stages.features --dataset build/dataset --out build/features
 
 Single-file mode (shape and statistics; a longer file is reduced to its loudest 1 s window, a shorter one is
 zero-padded on both sides; ``--plot`` writes a spectrogram PNG, ``--out`` the (1, 1, 98, 64) tensor as .npy):
@@ -14,7 +14,6 @@ zero-padded on both sides; ``--plot`` writes a spectrogram PNG, ``--out`` the (1
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -212,11 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, help="dataset folder (clips.jsonl, manifest.json, the WAVs)")
     parser.add_argument("--out", type=Path, help="features folder to write; in single-file mode a .npy file")
     parser.add_argument("--plot", type=Path, help="single-file mode: write a spectrogram PNG here")
-    for f in dataclasses.fields(FeatureContract):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                            help="feature contract (normally from --params)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of clips in the val split (by path hash)")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of clips in the test split (by path hash)")
     parser.add_argument("--batch-clips", type=int, default=DEFAULT_BATCH_CLIPS, help="clips per extraction batch")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="extraction threads (each runs torch single-threaded)")

@@ -6,12 +6,11 @@ bytes), ``<out>/list.txt`` (``0\\n1\\n…``, LF only: CRLF broke ax_run_model on
 ``split == "test"`` rows are used, class-balanced and deterministic for a ``--seed``; the folder is replaced
 as a whole.
 
-    python -m pipeline.stages.npu_inputs --params pipeline/params/default/npu_inputs.toml --features build/features --out build/npu_inputs
+    python -m pipeline.stages.npu_inputs --features build/features --out build/npu_inputs
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -40,10 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = stage_parser(__doc__.split("\n\n")[0], STAGE)
     parser.add_argument("--features", type=Path, required=True, help="features folder (pipeline.stages.features output)")
     parser.add_argument("--out", type=Path, required=True, help="folder to (re)write")
-    parser.add_argument("--limit", type=int, default=0, help="number of input folders; 0 = every test clip")
-    parser.add_argument("--strict-bin", action=argparse.BooleanOptionalAction, default=True,
-                        help="refuse any input.bin that is not exactly 4*n_frames*n_mels bytes (else warn)")
-    parser.add_argument("--seed", type=int, default=1234, help="seed for the per-class choice")
     args = parse_stage_args(parser, argv, STAGE)
     setup_logging(args.verbose)
     if args.limit < 0:

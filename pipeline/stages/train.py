@@ -11,7 +11,7 @@ deterministic algorithms, batch order from ``np.random.Generator((seed, epoch))`
 
 Example::
 
-    python -m pipeline.stages.train --params pipeline/params/default/train.toml --features build/features --out build/model
+    python -m pipeline.stages.train --features build/features --out build/model
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ OPTIMISTIC_NOTE = (
     "(split by clip, not by speaker or recording), so this accuracy overstates performance on new voices "
     "and rooms. Measure on recordings that were never seeds for a real figure."
 )
-# Flags whose defaults come from the params file (pipeline/params/<preset>/train.toml).
-HYPERPARAMS = ("epochs", "batch_size", "lr", "early_stop", "patience", "min_delta", "rnn", "rnn_hidden", "seed",
-               "spec_augment_p", "spec_time_masks", "spec_time_width", "spec_freq_masks", "spec_freq_width",
-               "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -326,23 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage_parser(__doc__.splitlines()[0], STAGE)
     p.add_argument("--features", type=Path, required=True, help="features folder (features.npy, index.jsonl, manifest.json)")
     p.add_argument("--out", type=Path, required=True, help="output folder (ckpt.pt, metrics.json, train_log.csv, confusion.*)")
-    p.add_argument("--epochs", type=int, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, help="clips per optimizer step")
-    p.add_argument("--lr", type=float, help="Adam learning rate")
-    p.add_argument("--early-stop", action=argparse.BooleanOptionalAction, help="stop when the val loss stalls")
-    p.add_argument("--patience", type=int, help="epochs without val-loss improvement before stopping")
-    p.add_argument("--min-delta", type=float, help="smallest val-loss decrease that counts as improvement")
-    p.add_argument("--rnn", choices=("gru", "lstm"), help="recurrent layer")
-    p.add_argument("--rnn-hidden", type=int, help="hidden units per RNN direction")
-    p.add_argument("--seed", type=int, help="seed for initialisation and batch order")
-    p.add_argument("--spec-augment-p", type=float, default=0.0,
-                   help="SpecAugment: probability that a training clip is masked (0 = off)")
-    p.add_argument("--spec-time-masks", type=int, default=0, help="SpecAugment: time masks per clip")
-    p.add_argument("--spec-time-width", type=int, default=0, help="SpecAugment: widest time mask, frames (10 ms)")
-    p.add_argument("--spec-freq-masks", type=int, default=0, help="SpecAugment: frequency masks per clip")
-    p.add_argument("--spec-freq-width", type=int, default=0, help="SpecAugment: widest frequency mask, mel bins")
-    p.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="training targets (1 - e) on the class and e / n_classes spread over all (0 = off)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are reproducible for a fixed count)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="per-batch progress bar (default: when stderr is a terminal)")
@@ -350,26 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    missing = [f"--{k.replace('_', '-')}" for k in HYPERPARAMS if getattr(args, k) is None]
-    if missing:
-        die(f"{args.params or '(no --params)'}: no value for {', '.join(missing)}; "
-            "pass --params pipeline/params/default/train.toml or give the flags")
-    checks = [
-        (args.epochs >= 1, "--epochs must be >= 1"),
-        (args.batch_size >= 1, "--batch-size must be >= 1"),
-        (args.lr > 0, "--lr must be > 0"),
-        (args.patience >= 1, "--patience must be >= 1"),
-        (0.0 <= args.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
-        (args.min_delta >= 0, "--min-delta must be >= 0"),
-        (args.rnn_hidden >= 1, "--rnn-hidden must be >= 1"),
-        (args.threads >= 1, "--threads must be >= 1"),
-        (0.0 <= args.spec_augment_p <= 1.0, "--spec-augment-p must be in [0, 1]"),
-        (min(args.spec_time_masks, args.spec_time_width, args.spec_freq_masks, args.spec_freq_width) >= 0,
-         "--spec-time-masks/--spec-time-width/--spec-freq-masks/--spec-freq-width must be >= 0"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            die(f"{args.params or 'command line'}: {msg}")
+    if args.threads < 1:
+        die(f"--threads {args.threads}: must be >= 1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("best epoch %d (val loss %.4f); test accuracy %.4f on %d clips (OPTIMISTIC: same seed recordings)",
              result.best_epoch, result.best_val_loss, metrics["accuracy"], metrics["n"])
 
-    hyper = {k: getattr(args, k) for k in HYPERPARAMS}
+    hyper = dict(args.params_used)
     feature_inputs = [fs.root / "manifest.json", index_path]
     prov = manifest(STAGE, inputs=feature_inputs, params=hyper, extra={"threads": args.threads})
     metrics_doc = {

@@ -14,7 +14,7 @@ from pipeline.core.cli import run_main
 from pipeline.stages import dataset
 from tests.conftest import ROOT, tone_word, write_wav
 
-SMOKE = ROOT / "pipeline" / "params" / "smoke" / "dataset.toml"
+SMOKE = ROOT / "pipeline" / "params" / "presets" / "smoke.toml"
 SMALL = ["--per-class", "5", "--fondo-minutes", "0.1", "--no-progress"]
 
 

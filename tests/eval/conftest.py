@@ -38,7 +38,7 @@ def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
     import onnx
     import torch
 
-    from pipeline.core.contract import FeatureContract
+    from pipeline.audio.features import load_contract
 
     torch.set_num_threads(1)
 
@@ -56,7 +56,7 @@ def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(torch.amax(x, dim=2).flatten(1))
 
-    contract = FeatureContract()
+    contract = load_contract()
     torch.onnx.export(Tiny().eval(), (torch.zeros(contract.input_shape),), str(path), opset_version=13,
                       input_names=["input"], output_names=["output"], dynamo=False)
     m = onnx.load(str(path))

@@ -18,38 +18,40 @@ def make_n(*args: str, build: Path) -> str:
 
 def test_eval_defaults_to_the_tts_holdout_with_the_leak_check(tmp_path: Path) -> None:
     out = make_n("eval", build=tmp_path / "b")
-    assert f"-m pipeline.eval.holdout_tts --out {tmp_path}/b/holdout-tts" in out
-    assert f"--holdout {tmp_path}/b/holdout-tts --out {tmp_path}/b/eval" in out
-    assert f"--train-manifest {tmp_path}/b/dataset/manifest.json --seeds data/demo-seeds" in out
+    assert f"-m pipeline.eval.holdout_tts --params {tmp_path}/b/params/holdout_tts.json --out {tmp_path}/b/holdout-tts" in out
+    assert f"--holdout '{tmp_path}/b/holdout-tts' --out {tmp_path}/b/eval" in out
+    assert f"--train-manifest {tmp_path}/b/dataset/manifest.json --seeds 'data/demo-seeds'" in out
 
 
 def test_eval_uses_the_detector_calibrated_on_the_development_set(tmp_path: Path) -> None:
     b = tmp_path / "b"
     out = make_n("eval", build=b)
     lines = out.replace("\\\n", " ").splitlines()
-    dev = next(i for i, line in enumerate(lines) if f"-m pipeline.eval.holdout_tts --split dev --out {b}/holdout-dev" in line)
+    dev = next(i for i, line in enumerate(lines) if f"--split dev --out {b}/holdout-dev" in line)
     cal = next(i for i, line in enumerate(lines) if "-m pipeline.eval.detector_calib" in line)
     ev = next(i for i, line in enumerate(lines) if "-m pipeline.eval.evaluate" in line)
     assert dev < cal < ev
-    assert f"--params pipeline/params/default/detector.toml --onnx {b}/model/kws.onnx --dev {b}/holdout-dev" in lines[cal]
+    assert f"--params {b}/params/detector.json --onnx {b}/model/kws.onnx --dev {b}/holdout-dev" in lines[cal]
     assert f"--settings {b}/detector/settings.json" in lines[ev]
     # the evaluation set is not needed to choose the detector
     assert "holdout-tts" not in lines[cal]
 
 
 def test_eval_with_a_holdout_dir_skips_the_tts_set_and_reruns_when_it_changes(tmp_path: Path) -> None:
-    holdout = tmp_path / "mine"
+    holdout = tmp_path / "my holdout"  # a space in the path too
     (holdout / "SALIR").mkdir(parents=True)
-    (holdout / "SALIR" / "a.wav").write_bytes(b"")
+    (holdout / "SALIR" / "a.wav").write_bytes(b"1")
     build = tmp_path / "b"
     out = make_n("eval", f"HOLDOUT={holdout}", build=build)
-    assert f"pipeline.eval.holdout_tts --out {build}/holdout-tts" not in out and f"--holdout {holdout} " in out
-    # the stamp remembers which holdout the summary was made from
-    (build / "eval").mkdir(parents=True)
-    (build / "eval-holdout.path").write_text(f"{build}/holdout-tts\n", encoding="utf-8")
-    assert "eval-holdout.path" in make_n("eval", f"HOLDOUT={holdout}", build=build)
-    (build / "eval-holdout.path").write_text(f"{holdout}\n", encoding="utf-8")
-    assert "eval-holdout.path" not in make_n("eval", f"HOLDOUT={holdout}", build=build)
+    assert "--out {build}/holdout-tts" not in out and f"--holdout '{holdout}' " in out
+    # the summary depends on the holdout's content (a stamp of its files), not on folder mtimes
+    for name in ("dataset", "features", "model", "holdout-dev", "detector", "eval"):
+        (build / name).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-t", f"BUILD={build}", "RUNNER=local",
+                    f"HOLDOUT={holdout}", "eval"], check=True, capture_output=True, timeout=120)
+    assert "-m pipeline.eval.evaluate" not in make_n("eval", f"HOLDOUT={holdout}", build=build)
+    (holdout / "SALIR" / "a.wav").write_bytes(b"2")
+    assert "-m pipeline.eval.evaluate" in make_n("eval", f"HOLDOUT={holdout}", build=build)
 
 
 def test_help_lists_the_evaluation_targets(tmp_path: Path) -> None:
@@ -74,8 +76,9 @@ def test_the_tts_sets_rebuild_when_their_texts_change(tmp_path: Path) -> None:
     b = tmp_path / "b"
     for name in ("holdout-dev", "holdout-tts"):
         (b / name).mkdir(parents=True)
-        (b / name / "manifest.json").write_text("{}", encoding="utf-8")  # newer than every source file
+    subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-t", f"BUILD={b}", "RUNNER=local",
+                    "holdout-dev", "holdout-tts"], check=True, capture_output=True, timeout=120)
     assert "-m pipeline.eval.holdout_tts" not in make_n("holdout-dev", "holdout-tts", build=b)
     for source in ("pipeline/audio/texts.py", "pipeline/audio/tts.py", "pipeline/eval/holdout_tts.py"):
         out = make_n("-W", source, "holdout-dev", "holdout-tts", build=b)
-        assert f"--split dev --out {b}/holdout-dev" in out and f"holdout_tts --out {b}/holdout-tts" in out, source
+        assert f"--split dev --out {b}/holdout-dev" in out and f"--out {b}/holdout-tts" in out, source

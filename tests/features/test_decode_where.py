@@ -91,10 +91,10 @@ def test_where_lists_present_and_missing(tiny_build: Path, tmp_path: Path) -> No
     build.mkdir()
     for name in ("dataset", "features"):
         (build / name).symlink_to(tiny_build / name, target_is_directory=True)
-    smoke = ROOT / "pipeline" / "params" / "smoke"
-    assert run_main(calib.main, ["--params", str(smoke / "calib.toml"), "--features", str(build / "features"),
+    smoke = ROOT / "pipeline" / "params" / "presets" / "smoke.toml"
+    assert run_main(calib.main, ["--params", str(smoke), "--features", str(build / "features"),
                                  "--out", str(build / "calib" / "calib_kws.tar"), "--num-samples", "12"]) == 0
-    assert run_main(npu_inputs.main, ["--params", str(smoke / "npu_inputs.toml"), "--features",
+    assert run_main(npu_inputs.main, ["--params", str(smoke), "--features",
                                       str(build / "features"), "--out", str(build / "npu_inputs"), "--limit", "5"]) == 0
     (build / "pulsar2" / "output").mkdir(parents=True)
     (build / "pulsar2" / "output" / "compiled.axmodel").write_bytes(b"EMU")

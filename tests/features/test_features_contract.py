@@ -149,7 +149,7 @@ def test_load_contract_reads_only_contract_keys(tmp_path: Path) -> None:
     c = load_contract(DEFAULT_FEATURES_TOML)
     assert c.n_frames == 98 and c.n_mels == 64 and c.hop_length == 160 and c.win_length == 400
     bad = tmp_path / "features.toml"
-    bad.write_text(DEFAULT_FEATURES_TOML.read_text().replace("n_frames = 98", "n_frames = 101"))
+    bad.write_text("[features]\nn_frames = 101\n")
     from pipeline.core.cli import StageError
 
     with pytest.raises(StageError, match="101"):

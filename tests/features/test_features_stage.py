@@ -12,7 +12,6 @@ import soundfile as sf
 
 from pipeline.audio.features import FeatureSet, load_contract, logmel, read_clip, split_of
 from pipeline.core.cli import StageError, run_main
-from pipeline.core.contract import FeatureContract
 from pipeline.stages.features import main
 from tests.features.conftest import (
     CLASSES,
@@ -117,7 +116,7 @@ def test_unknown_class_and_missing_dataset(tmp_path: Path) -> None:
 
 
 def test_fast_pcm16_reader_equals_soundfile(tmp_path: Path) -> None:
-    c = FeatureContract()
+    c = load_contract()
     p = tmp_path / "a.wav"
     sf.write(str(p), synth_clip(0, 3), 16000, subtype="PCM_16")
     ref, _ = sf.read(str(p), dtype="float32")

@@ -62,7 +62,7 @@ def test_formant_warp_sample_respects_probability_and_range() -> None:
 
 
 def test_dataset_records_and_applies_the_warp(synthetic_seeds: Path, tmp_path: Path) -> None:  # noqa: F811
-    smoke = Path(dataset.__file__).parents[1] / "params" / "smoke" / "dataset.toml"
+    smoke = Path(dataset.__file__).parents[1] / "params" / "presets" / "smoke.toml"
     common = ["--params", str(smoke), "--seeds", str(synthetic_seeds), "--per-class", "3", "--fondo-minutes", "0.05",
               "--no-progress", "--workers", "1"]
     assert run_main(dataset.main, [*common, "--out", str(tmp_path / "off")]) == 0
@@ -197,10 +197,10 @@ def test_noise_exclude_keeps_matching_fondo_files_out_of_the_noise_pool(syntheti
     assert not dataset.excluded_from_noise(f"FONDO/{fondo[1]}", f"{fondo[0]}")
     assert not dataset.excluded_from_noise(f"FONDO/{fondo[0]}", "")
     bank, *_ = dataset.load_bank(synthetic_seeds, "")
-    smoke = Path(dataset.__file__).parents[1] / "params" / "smoke" / "dataset.toml"
-    from pipeline.core.cli import load_params
+    smoke = Path(dataset.__file__).parents[1] / "params" / "presets" / "smoke.toml"
+    from pipeline.core import params as P
 
-    params = {**load_params(smoke, "dataset"), "use_fondo_as_noise": True}
+    params = {**P.resolve("dataset", [smoke]), "use_fondo_as_noise": True}
     everything = dataset.make_recipe({**params, "noise_exclude": ""}, bank).noise.sources
     kept = dataset.make_recipe({**params, "noise_exclude": fondo[0]}, bank).noise.sources
     assert len(everything) == len(fondo) and len(kept) == len(fondo) - 1

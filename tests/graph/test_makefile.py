@@ -1,14 +1,18 @@
-"""The Make graph, checked with real make: -n plans, -t/-q freshness, -W what-if rebuild sets.
+"""The Make graph, checked with real make: -n plans, -t freshness, -W what-if rebuild sets, value stamps.
 
-Every stage recipe runs ``<python> -m <module>``; a plan is read as the list of modules it would run.
+Every stage recipe runs ``<python> -m <module>``; a plan is read as the list of modules it would run (the
+stamp recipes, which run on every invocation and rewrite a stamp only when its value changed, are not stages).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +34,7 @@ TARGET_OF = {
     "pipeline.stages.calib": "calib/calib_kws.tar",
     "pipeline.stages.npu_inputs": "npu_inputs/manifest.json",
     "pulsar2.config": "pulsar2/kws_build_int8_config.json",
-    "pulsar2.build": "pulsar2/output/compiled.axmodel",
+    "pulsar2.build": "pulsar2/output/manifest.json",
     "pulsar2.quant_report": "reports/quant_report.json",
     "pipeline.stages.where": "artifacts.txt",
 }
@@ -47,17 +51,20 @@ def make(*args: str, build: Path, check: bool = True, **env: str) -> subprocess.
 
 def planned(stdout: str) -> list[str]:
     """The stage modules a `make -n` plan would run, in order."""
-    return re.findall(r"-m ((?!pipeline\.core\.imports)(?:pipeline|pulsar2)(?:\.\w+)+)", stdout)
+    return re.findall(r"-m ((?!pipeline\.core\.|pulsar2\.choice)(?:pipeline|pulsar2)(?:\.\w+)+)", stdout)
+
+
+def touch_all(build: Path, *args: str) -> Path:
+    """Every artifact of BUILD exists and is up to date (make -t), without running a stage."""
+    for rel in TARGET_OF.values():
+        (build / rel).parent.mkdir(parents=True, exist_ok=True)
+    make("-t", "all", *args, build=build)
+    return build
 
 
 @pytest.fixture
 def touched_build(tmp_path: Path) -> Path:
-    """A BUILD dir where every artifact exists and is up to date (make -t), without running anything."""
-    build = tmp_path / "build"
-    for rel in TARGET_OF.values():
-        (build / rel).parent.mkdir(parents=True, exist_ok=True)
-    make("-t", "all", build=build)
-    return build
+    return touch_all(tmp_path / "build")
 
 
 def test_dry_run_plans_every_stage_in_order(tmp_path: Path) -> None:
@@ -81,41 +88,85 @@ def test_dry_run_docker_mode_never_calls_docker(tmp_path: Path) -> None:
 
 
 def test_touched_graph_is_up_to_date(touched_build: Path) -> None:
-    assert make("-q", "all", build=touched_build, check=False).returncode == 0
     assert planned(make("-n", "all", build=touched_build).stdout) == []
+    # the stamps rerun on every invocation; they leave unchanged stamps alone
+    stamps = sorted((touched_build / "params").glob("*.json")) + [touched_build / "stamps" / "seeds.json"]
+    before = {p: p.stat().st_mtime_ns for p in stamps}
+    make("all", build=touched_build)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == before
+
+
+def write_preset(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return f"PRESET_FILE={path}"
 
 
 @pytest.mark.parametrize(
-    ("params_file", "expected"),
+    ("section", "expected"),
     [
-        ("dataset.toml", STAGES),
-        ("features.toml", STAGES[1:]),
-        ("train.toml", ["pipeline.stages.train", "pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
-        ("export.toml", ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
-        ("calib.toml", ["pipeline.stages.calib", *DOWNSTREAM_OF_CALIB]),
-        ("npu_inputs.toml", ["pipeline.stages.npu_inputs", "pipeline.stages.where"]),
-        ("pulsar2.toml", DOWNSTREAM_OF_CALIB),
+        ("[dataset]\nper_class = 7", STAGES),
+        ("[features]\nval_fraction = 0.2", STAGES[1:]),
+        ("[train]\nepochs = 3", ["pipeline.stages.train", "pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
+        ("[export]\nparity_samples = 10", ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
+        ("[calib]\nnum_samples = 10", ["pipeline.stages.calib", *DOWNSTREAM_OF_CALIB]),
+        ("[npu_inputs]\nlimit = 10", ["pipeline.stages.npu_inputs", "pipeline.stages.where"]),
+        ('[pulsar2]\nnpu_mode = "NPU2"', DOWNSTREAM_OF_CALIB),
     ],
 )
-def test_a_params_file_rebuilds_exactly_its_downstream(touched_build: Path, params_file: str, expected: list[str]) -> None:
-    r = make("-n", "-W", f"pipeline/params/default/{params_file}", "all", build=touched_build)
+def test_a_changed_parameter_rebuilds_exactly_its_downstream(tmp_path: Path, section: str, expected: list[str]) -> None:
+    preset = tmp_path / "p.toml"
+    build = touch_all(tmp_path / "build", write_preset(preset, "# no overrides\n"))
+    r = make("-n", "all", write_preset(preset, section + "\n"), build=build)
     assert planned(r.stdout) == [s for s in STAGES if s in expected]
+    # a comment, or the same value written another way, changes no resolved value: nothing rebuilds
+    touch_all(build, write_preset(preset, section + "\n"))
+    assert planned(make("-n", "all", write_preset(preset, f"# edited\n{section}  # same value\n"), build=build).stdout) == []
 
 
-def test_smoke_preset_files_are_the_prerequisites_with_params_smoke(touched_build: Path) -> None:
-    # With PARAMS=smoke the smoke files are prerequisites, so a default file changes nothing.
-    r = make("-n", "PARAMS=smoke", "-W", "pipeline/params/default/train.toml", "all", build=touched_build)
-    assert planned(r.stdout) == []
-    r = make("-n", "PARAMS=smoke", "-W", "pipeline/params/smoke/train.toml", "all", build=touched_build)
-    assert "pipeline.stages.train" in planned(r.stdout)
-    assert "--params pipeline/params/smoke/train.toml" in r.stdout
+def test_switching_presets_rebuilds_what_differs_and_back(tmp_path: Path) -> None:
+    """No preset guard: a BUILD folder follows whichever preset is asked for, by the resolved values."""
+    build = touch_all(tmp_path / "build", "PARAMS=smoke")
+    assert planned(make("-n", "all", "PARAMS=smoke", build=build).stdout) == []
+    assert planned(make("-n", "all", "PARAMS=ci", build=build).stdout) == STAGES
+    touch_all(build, "PARAMS=ci")
+    assert planned(make("-n", "all", "PARAMS=smoke", build=build).stdout) == STAGES
+
+
+def test_an_interrupted_build_cannot_pass_for_another_preset(tmp_path: Path) -> None:
+    """SIGTERM to make while the dataset stage runs: the orphaned stage may still finish its manifest, but the
+    parameters it was built with are already stamped, so another preset still rebuilds it."""
+    seeds = tmp_path / "seeds"
+    shutil.copytree(ROOT / "data" / "demo-seeds", seeds)
+    build = tmp_path / "build"
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), f"BUILD={build}", "RUNNER=local", "PARAMS=smoke",
+           f"SEEDS={seeds}", f"{build}/dataset/manifest.json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(600):  # until the dataset stage has started
+        if any(build.glob(".dataset.*.tmp")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    for _ in range(600):  # the orphan finishes (or not) on its own
+        if not any(build.glob(".dataset.*.tmp")):
+            break
+        time.sleep(0.1)
+    r = make("-n", f"SEEDS={seeds}", "PARAMS=ci", f"{build}/dataset/manifest.json", build=build)
+    assert planned(r.stdout) == ["pipeline.stages.dataset"]
 
 
 def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
     r = make("-n", "PARAMS=nope", "all", build=tmp_path, check=False)
     assert r.returncode != 0
-    assert "PARAMS=nope: no preset folder pipeline/params/nope/" in r.stderr
+    assert "PARAMS=nope: no preset file pipeline/params/presets/nope.toml" in r.stderr
     assert "default" in r.stderr and "smoke" in r.stderr
+
+
+def test_a_bad_preset_value_stops_make_before_any_stage(tmp_path: Path) -> None:
+    preset = tmp_path / "bad.toml"
+    r = make("-n", "all", write_preset(preset, "[train]\nepochs = 0\n"), build=tmp_path / "b", check=False)
+    assert r.returncode != 0 and planned(r.stdout) == []
+    assert f"{preset}: invalid train parameters" in r.stderr and "epochs (--epochs): 0 is less than the minimum of 1" in r.stderr
 
 
 def test_help_lists_the_aliases(tmp_path: Path) -> None:
@@ -152,32 +203,35 @@ def test_every_imported_project_file_is_a_prerequisite(touched_build: Path, modu
     assert not missing, f"{module} imports {missing} but its make rule does not list them as prerequisites"
 
 
-def test_adding_a_seed_file_rebuilds_everything(tmp_path: Path) -> None:
+def test_seed_files_rebuild_the_dataset_by_content(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds"
     shutil.copytree(ROOT / "data" / "demo-seeds", seeds)
-    build = tmp_path / "build"
-    for rel in TARGET_OF.values():
-        (build / rel).parent.mkdir(parents=True, exist_ok=True)
-    make("-t", "all", f"SEEDS={seeds}", build=build)
+    build = touch_all(tmp_path / "build", f"SEEDS={seeds}")
     assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == []
     cls = sorted(p for p in seeds.iterdir() if p.is_dir())[0]
-    new = cls / "999_new.wav"
-    shutil.copy(next(cls.glob("*.wav")), new)
-    future = (build / "artifacts.txt").stat().st_mtime + 5
-    os.utime(new, (future, future))
-    os.utime(cls, (future, future))
+    first = next(cls.glob("*.wav"))
+    os.utime(first)  # touched, same bytes: nothing to rebuild
+    assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == []
+    shutil.copy(first, cls / "my take.wav")  # a new take, with a space in its name
+    assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == STAGES
+    touch_all(build, f"SEEDS={seeds}")
+    (cls / "my take.wav").unlink()  # a removed seed rebuilds too
     assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == STAGES
 
 
-def test_a_build_folder_refuses_another_preset(tmp_path: Path) -> None:
-    """Artifacts of one preset must not pass as up to date for another (mtimes alone cannot tell)."""
-    build = tmp_path / "build"
-    r = make("-n", "PARAMS=smoke", "all", build=build)
-    assert f"echo smoke > {build}/params-preset.txt" in r.stdout
-    build.mkdir()
-    (build / "params-preset.txt").write_text("smoke\n")
-    r = make("-n", "all", build=build, check=False)
-    assert r.returncode != 0
-    assert f"BUILD={build} holds artifacts of PARAMS=smoke, not PARAMS=default" in r.stderr
-    assert planned(make("-n", "PARAMS=smoke", "all", build=build).stdout) == STAGES
-    assert make("-n", "clean", build=build).returncode == 0
+def test_a_loaded_pulsar2_image_rebuilds_the_axmodel_and_everything_after_it(tmp_path: Path) -> None:
+    """The compiler choice is a make input: after an emulated build, loading the vendor image (a fake docker
+    that knows it) and naming it reruns the compile step and what follows, not the stages before it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").symlink_to(ROOT / "tests" / "pulsar2" / "fake_docker.py")
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(tmp_path / "calls.jsonl"),
+           "FAKE_DOCKER_REPO": str(ROOT), "FAKE_DOCKER_IMAGES": ""}
+    build = touch_all(tmp_path / "build")
+    assert json.loads((build / "stamps" / "pulsar2.json").read_text())["mode"] == "emulator-local"
+    r = make("-n", "all", "PULSAR2_IMAGE=pulsar2:4.2", build=build, check=False, **env)
+    assert r.returncode != 0 and "cannot be used: no such image" in r.stderr  # named, not loaded: refused
+    env["FAKE_DOCKER_IMAGES"] = "pulsar2:4.2"
+    r = make("-n", "all", "PULSAR2_IMAGE=pulsar2:4.2", build=build, **env)
+    assert planned(r.stdout) == ["pulsar2.build", "pulsar2.quant_report", "pipeline.stages.where"]
+    assert json.loads((build / "stamps" / "pulsar2.json").read_text())["mode"] == "real"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from pipeline.audio.features import load_contract
 from pipeline.core.cli import run_main
 from pipeline.core.contract import FeatureContract
 from pipeline.model.infer import OnnxModel, OnnxModelError, softmax
@@ -18,8 +20,8 @@ from pipeline.stages import export as export_mod
 from .conftest import CLASSES, write_feature_set
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_PARAMS = ROOT / "pipeline" / "params" / "default" / "train.toml"
-EXPORT_PARAMS = ROOT / "pipeline" / "params" / "default" / "export.toml"
+TRAIN_PARAMS = ROOT / "pipeline" / "params" / "presets" / "default.toml"
+EXPORT_PARAMS = ROOT / "pipeline" / "params" / "presets" / "default.toml"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_onnx_metadata(exported: tuple[Path, Path], trained: tuple[Path, Path]) 
     meta = {p.key: p.value for p in onnx.load(str(exported[0])).metadata_props}
     assert {"classes", "contract", "provenance", "model_config"} <= set(meta)
     assert json.loads(meta["classes"]) == list(CLASSES)
-    assert FeatureContract.from_mapping(json.loads(meta["contract"])) == FeatureContract()
+    assert FeatureContract.from_mapping(json.loads(meta["contract"])) == load_contract()
     prov = json.loads(meta["provenance"])
     assert prov["stage"] == "export" and prov["train"]["stage"] == "train"
     assert str(trained[1]) in prov["inputs"]
@@ -95,11 +97,11 @@ def test_parity_report(exported: tuple[Path, Path]) -> None:
 
 
 def test_onnx_model_round_trip(exported: tuple[Path, Path], trained: tuple[Path, Path]) -> None:
-    from pipeline.audio.features import FeatureSet
+    from pipeline.audio.features import FeatureSet, load_contract
 
     features, ckpt_path = trained
     m = OnnxModel(exported[0])
-    assert m.classes == list(CLASSES) and m.contract == FeatureContract() and m.input_name == "input"
+    assert m.classes == list(CLASSES) and m.contract == load_contract() and m.input_name == "input"
     fs = FeatureSet.open(features)
     x = np.array(fs.x[:7])
     ckpt = torch.load(ckpt_path, weights_only=True)
@@ -153,7 +155,7 @@ def test_contract_mismatch_is_a_clear_error(trained: tuple[Path, Path], tmp_path
                                             capsys: pytest.CaptureFixture[str]) -> None:
     _, ckpt = trained
     other = write_feature_set(tmp_path / "other", per_class=30,
-                              contract=FeatureContract(norm_mean_db=-50.0))
+                              contract=dataclasses.replace(load_contract(), norm_mean_db=-50.0))
     out = tmp_path / "kws.onnx"
     assert export(other, ckpt, out, tmp_path / "r.json") == 2
     err = capsys.readouterr().err

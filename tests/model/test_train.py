@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pipeline.audio.features import load_contract
 from pipeline.core.cli import run_main
-from pipeline.core.contract import FeatureContract
 from pipeline.stages.train import OPTIMISTIC_NOTE, batch_order, classification_metrics, confusion_matrix, main
 
 from .conftest import CLASSES, write_feature_set
 
-PARAMS = Path(__file__).resolve().parents[2] / "pipeline" / "params" / "default" / "train.toml"
+PARAMS = Path(__file__).resolve().parents[2] / "pipeline" / "params" / "presets" / "default.toml"
 FAST = ["--epochs", "6", "--batch-size", "16", "--threads", "1", "--no-progress"]
 # A half-second, 32-mel contract (48 frames) keeps these trainings quick; the export tests use the real 98x64.
-SMALL = FeatureContract(clip_samples=8000, n_mels=32, n_frames=48)
+SMALL = dataclasses.replace(load_contract(), clip_samples=8000, n_mels=32, n_frames=48)
 
 
 def train(features: Path, out: Path, *extra: str) -> int:
@@ -137,9 +139,9 @@ def test_empty_split_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_bad_params_value_rejected_by_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "train.toml"
-    bad.write_text(PARAMS.read_text().replace('rnn = "gru"', 'rnn = "transformer"'))
+    bad.write_text('[train]\nrnn = "transformer"\n')
     rc = run_main(main, ["--params", str(bad), "--features", str(tmp_path), "--out", str(tmp_path / "m")])
-    assert rc == 2 and "rnn" in capsys.readouterr().err
+    assert rc == 2 and "rnn (--rnn): 'transformer' is not one of ['gru', 'lstm']" in capsys.readouterr().err
 
 
 def test_batch_order_is_a_seeded_permutation() -> None:
@@ -161,6 +163,12 @@ def test_metrics_by_hand() -> None:
 
 def test_divergence_is_a_clean_error(trained: tuple[Path, Path], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert train(trained[0], tmp_path / "nan", "--lr", "1e30", "--epochs", "2") == 2
+    features = tmp_path / "features"
+    shutil.copytree(trained[0], features)
+    x = np.load(features / "features.npy", mmap_mode="r+")
+    x[:] = np.inf  # every loss is NaN from the first step
+    x.flush()
+    del x
+    assert train(features, tmp_path / "nan", "--epochs", "2") == 2
     assert "training diverged" in capsys.readouterr().err
     assert not (tmp_path / "nan" / "ckpt.pt").exists()

@@ -33,7 +33,7 @@ def config_path(build_dir: Path) -> Path:
     from pulsar2 import config
 
     out = build_dir / "pulsar2" / "kws_build_int8_config.json"
-    rc = config.main(["--params", str(ROOT / "pipeline" / "params" / "default" / "pulsar2.toml"),
+    rc = config.main(["--params", str(ROOT / "pipeline" / "params" / "presets" / "default.toml"),
                       "--onnx", str(build_dir / "model" / "kws.onnx"), "--calib", str(build_dir / "calib" / "calib_kws.tar"),
                       "--build", str(build_dir), "--out", str(out)])
     assert rc == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pulsar2 import axmodel, build
+from pulsar2 import axmodel, build, choice
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = Path(__file__).resolve().parent / "fake_docker.py"
@@ -38,9 +38,14 @@ def calls(log: Path) -> list[list[str]]:
 
 def run_build(config_path: Path, build_dir: Path, runner: str, image: str = "pulsar2:4.2", origin: str = "file",
               emu_id: str = "") -> int:
+    """What make does: write the compiler choice, then build with it."""
+    stamp = build_dir / "stamps" / "pulsar2.json"
+    rc = choice.main(["--runner", runner, "--image", image, "--image-origin", origin, "--out", str(stamp)])
+    if rc != 0:
+        return rc
     return build.main(["--config", str(config_path), "--build", str(build_dir),
                        "--out", str(build_dir / "pulsar2" / "output" / "compiled.axmodel"),
-                       "--runner", runner, "--image", image, "--image-origin", origin, "--emulator-image-id", emu_id])
+                       "--choice", str(stamp), "--emulator-image-id", emu_id])
 
 
 @pytest.mark.parametrize("origin", ["command line", "environment"])
@@ -159,8 +164,10 @@ def test_real_build_failure_leaves_no_axmodel(config_path: Path, build_dir: Path
 
 
 def test_config_output_must_match_out(config_path: Path, build_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stamp = build_dir / "stamps" / "pulsar2.json"
+    assert choice.main(["--runner", "local", "--out", str(stamp)]) == 0
     rc = build.main(["--config", str(config_path), "--build", str(build_dir), "--out", str(build_dir / "x.axmodel"),
-                     "--runner", "local", "--image-origin", "file"])
+                     "--choice", str(stamp)])
     assert rc == 2 and "--out is" in capsys.readouterr().err
 
 
@@ -168,7 +175,7 @@ def test_build_module_is_stdlib_only() -> None:
     """It runs on the host in docker mode, where numpy/onnx/torch/jsonschema may be absent."""
     code = ("import sys\n"
             "for m in ('numpy', 'onnx', 'onnxruntime', 'torch', 'jsonschema', 'invoke'): sys.modules[m] = None\n"
-            "import pulsar2.build, pulsar2.axmodel\n"
+            "import pulsar2.build, pulsar2.axmodel, pulsar2.choice\n"
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
@@ -185,7 +192,7 @@ def _make(build_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     b = build_dir
     old = [f"-o{b}/pulsar2/kws_build_int8_config.json", f"-o{b}/model/kws.onnx", f"-o{b}/calib/calib_kws.tar"]
     return subprocess.run(["make", "--no-print-directory", f"BUILD={b}", "RUNNER=local", "PYTHON=" + sys.executable,
-                           *old, *extra, f"{b}/pulsar2/output/compiled.axmodel"],
+                           *old, *extra, f"{b}/pulsar2/output/manifest.json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

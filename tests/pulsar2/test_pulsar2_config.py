@@ -13,7 +13,7 @@ from pulsar2.schema import validate_config
 from tests.pulsar2.pulsar2_fixtures import calib_tar, npy_bytes, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PARAMS = ROOT / "pipeline" / "params" / "default" / "pulsar2.toml"
+DEFAULT_PARAMS = ROOT / "pipeline" / "params" / "presets" / "default.toml"
 
 
 def run(build_dir: Path, *extra: str, params: Path = DEFAULT_PARAMS, calib: Path | None = None) -> tuple[int, Path]:
@@ -64,7 +64,7 @@ def test_options_npu2_method_size_u16_precision(build_dir: Path) -> None:
 
 def test_params_file_sets_options_and_is_validated(build_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     params = tmp_path / "pulsar2.toml"
-    params.write_text('npu_mode = "NPU2"\nu16_layers = ["DEFAULT"]\n', encoding="utf-8")
+    params.write_text('[pulsar2]\nnpu_mode = "NPU2"\nu16_layers = ["DEFAULT"]\n', encoding="utf-8")
     rc, out = run(build_dir, params=params)
     assert rc == 0
     cfg = json.loads(out.read_text(encoding="utf-8"))
@@ -72,7 +72,7 @@ def test_params_file_sets_options_and_is_validated(build_dir: Path, tmp_path: Pa
     assert cfg["quant"]["layer_configs"] == [{"start_tensor_names": ["DEFAULT"], "end_tensor_names": ["DEFAULT"],
                                               "data_type": "U16"}]
     out.unlink()
-    params.write_text('npu_mode = "NPU3"\n', encoding="utf-8")
+    params.write_text('[pulsar2]\nnpu_mode = "NPU3"\n', encoding="utf-8")
     rc, out = run(build_dir, params=params)
     assert rc == 2 and not out.exists()
     assert "npu_mode" in capsys.readouterr().err

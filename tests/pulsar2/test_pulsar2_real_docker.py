@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pulsar2 import axmodel, build
+from pulsar2 import axmodel, build, choice
 
 BASE = "kws-base:bookworm"
 FAKE_PULSAR2 = r"""#!/bin/sh
@@ -61,9 +61,10 @@ def test_real_path_runs_the_image_and_chowns_outputs(config_path: Path, build_di
     try:
         monkeypatch.setattr(build.os, "getuid", lambda: 4321)
         monkeypatch.setattr(build.os, "getgid", lambda: 4322)
+        stamp = build_dir / "stamps" / "pulsar2.json"
+        assert choice.main(["--runner", "docker", "--image", tag, "--image-origin", "command line", "--out", str(stamp)]) == 0
         rc = build.main(["--config", str(config_path), "--build", str(build_dir),
-                         "--out", str(build_dir / "pulsar2" / "output" / "compiled.axmodel"), "--runner", "docker",
-                         "--image", tag, "--image-origin", "command line"])
+                         "--out", str(build_dir / "pulsar2" / "output" / "compiled.axmodel"), "--choice", str(stamp)])
         assert rc == 0
         out = build_dir / "pulsar2" / "output"
         axm = out / "compiled.axmodel"
