@@ -1,4 +1,4 @@
-# Makefile: builds files from files, seeds -> dataset -> features -> model -> ONNX -> Pulsar2 -> axmodel.
+# Makefile: builds files from files, seeds -> dataset -> features [-> embeddings] -> model -> ONNX -> Pulsar2 -> axmodel.
 # Imperative and remote work (Docker daemon, images, the board) lives in tasks.py (invoke).
 # Parameters are defined once, in schemas/params/<stage>.schema.json (with their defaults); a preset
 # (pipeline/params/presets/$(PARAMS).toml) holds only overrides. Every value an artifact depends on
@@ -27,8 +27,12 @@ BASE_IMAGE    ?= python:3.11-slim-bookworm
 # Extra `docker run` flags for the pipeline stages, e.g. DOCKER_RUN_FLAGS="--gpus all" on a GPU host.
 DOCKER_RUN_FLAGS ?=
 HOLDOUT       ?=
+# The model family: embedding (the frozen pretrained speech embedding + a trained head) or crnn (the seed's
+# CRNN); pipeline/params/models/$(MODEL).toml holds what the family changes.
+MODEL         ?= embedding
 # The preset file; PARAMS names one in pipeline/params/presets/ (PRESET_FILE may point anywhere).
 PRESET_FILE   ?= pipeline/params/presets/$(PARAMS).toml
+MODEL_FILE    := pipeline/params/models/$(MODEL).toml
 
 B      := $(BUILD)
 IMAGES := $(B)/images
@@ -37,6 +41,9 @@ GOALS  := $(filter-out help clean,$(or $(MAKECMDGOALS),all))
 
 ifeq ($(wildcard $(PRESET_FILE)),)
 $(error PARAMS=$(PARAMS): no preset file $(PRESET_FILE) (presets: $(basename $(notdir $(wildcard pipeline/params/presets/*.toml)))))
+endif
+ifeq ($(wildcard $(MODEL_FILE)),)
+$(error MODEL=$(MODEL): no model family file $(MODEL_FILE) (families: $(basename $(notdir $(wildcard pipeline/params/models/*.toml)))))
 endif
 
 # ---- runner ------------------------------------------------------------------------------------
@@ -73,7 +80,8 @@ endif
 # ---- inputs ------------------------------------------------------------------------------------
 # Each stage rule depends on every project file its module imports: DEPS_<module>, generated from the import
 # graph (pipeline.core.imports, stdlib only) whenever a source file changes, and read back in by make.
-STAGE_MODULES := pipeline.stages.dataset pipeline.stages.features pipeline.stages.train pipeline.stages.export \
+STAGE_MODULES := pipeline.stages.dataset pipeline.stages.features pipeline.stages.embeddings pipeline.stages.train \
+                 pipeline.stages.export \
                  pipeline.stages.calib pipeline.stages.npu_inputs pipeline.stages.where pulsar2.config pulsar2.build \
                  pulsar2.quant_report pulsar2.int8_onnx pipeline.eval.holdout_tts pipeline.eval.detector_calib \
                  pipeline.eval.evaluate
@@ -96,7 +104,7 @@ COMPILER      := $(STAMPS)/pulsar2.json
 FORCE:
 
 $(PARAM_JSON) &: FORCE
-	+@$(PYTHON) -m pipeline.core.params --preset $(PRESET_FILE) --out-dir $(B)/params
+	+@$(PYTHON) -m pipeline.core.params --model $(MODEL_FILE) --preset $(PRESET_FILE) --out-dir $(B)/params
 
 # The seed files by content (paths with spaces too): adding, removing or editing a seed rebuilds the dataset.
 $(SEEDS_STAMP): FORCE
@@ -110,6 +118,7 @@ $(COMPILER): FORCE
 
 DATASET    := $(B)/dataset/manifest.json
 FEATURES   := $(B)/features/manifest.json
+EMBEDDINGS := $(B)/embeddings/manifest.json
 CKPT       := $(B)/model/ckpt.pt
 ONNX       := $(B)/model/kws.onnx
 CALIB      := $(B)/calib/calib_kws.tar
@@ -122,13 +131,14 @@ AXMODEL_MAN := $(B)/pulsar2/output/manifest.json
 QUANT      := $(B)/reports/quant_report.json
 INDEX      := $(B)/artifacts.txt
 
-.PHONY: all dataset features train onnx calib npu-inputs config axmodel quant-report \
+.PHONY: all dataset features embeddings train onnx calib npu-inputs config axmodel quant-report \
         demo-seeds test clean help where holdout-tts holdout-dev detector eval eval-int8
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
-features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,64]
-train: $(CKPT)                 ## trained CRNN checkpoint + metrics
+features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,n_mels]
+embeddings: $(EMBEDDINGS)      ## the speech embedding of every clip, computed once (MODEL=embedding)
+train: $(CKPT)                 ## trained model (the head, or the CRNN) + metrics
 onnx: $(ONNX)                  ## ONNX export, gated on ONNX Runtime vs PyTorch parity
 calib: $(CALIB)                ## Pulsar2 calibration tar (Numpy format)
 npu-inputs: $(NPU_INPUTS)      ## per-sample input.bin folders + LF list.txt + labels.csv
@@ -153,8 +163,18 @@ $(DATASET): $(call PARAM,dataset) $(SEEDS_STAMP) $(DEPS_pipeline.stages.dataset)
 $(FEATURES): $(DATASET) $(call PARAM,features) $(DEPS_pipeline.stages.features) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.features --params $(call PARAM,features) --dataset $(<D) --out $(@D)
 
-$(CKPT): $(FEATURES) $(call PARAM,train) $(DEPS_pipeline.stages.train) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.train --params $(call PARAM,train) --features $(<D) --out $(@D)
+# The embedding family's head trains on the embeddings of the features, computed once.
+$(EMBEDDINGS): $(FEATURES) $(DEPS_pipeline.stages.embeddings) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.embeddings --features $(<D) --out $(@D)
+
+ifeq ($(MODEL),crnn)
+TRAIN_ON   := $(FEATURES)
+else
+TRAIN_ON   := $(FEATURES) $(EMBEDDINGS)
+endif
+$(CKPT): $(TRAIN_ON) $(call PARAM,train) $(DEPS_pipeline.stages.train) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.train --params $(call PARAM,train) --features $(B)/features \
+	    $(if $(filter-out crnn,$(MODEL)),--embeddings $(B)/embeddings) --out $(@D)
 
 $(ONNX): $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $< --features $(B)/features \

@@ -11,6 +11,15 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# The seed's CRNN family's parameters (contract, training): the tests of the CRNN path use them.
+CRNN_PARAMS = ROOT / "pipeline" / "params" / "models" / "crnn.toml"
+
+
+def crnn_contract():  # type: ignore[no-untyped-def]
+    """The CRNN's feature contract (64 HTK mels, 0-8 kHz): 98 x 64 inputs, 25,088 bytes each."""
+    from pipeline.audio.features import load_contract
+
+    return load_contract(CRNN_PARAMS)
 
 
 def write_wav(path: Path, audio: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> Path:

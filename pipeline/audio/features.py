@@ -61,16 +61,20 @@ def pad_samples(contract: FeatureContract) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=8)
 def _kernels(contract: FeatureContract) -> tuple[Any, Any]:
-    """(Hann window of win_length, HTK mel filterbank (n_fft // 2 + 1, n_mels)): what MelSpectrogram builds."""
+    """(Hann window of win_length, mel filterbank (n_fft // 2 + 1, n_mels)): what MelSpectrogram builds."""
     import torch
     import torchaudio
 
     window = torch.hann_window(contract.win_length)  # periodic, torchaudio's default window_fn
     fb = torchaudio.functional.melscale_fbanks(
         n_freqs=contract.n_fft // 2 + 1, f_min=contract.f_min_hz, f_max=contract.f_max_hz, n_mels=contract.n_mels,
-        sample_rate=contract.sample_rate, norm=None, mel_scale="htk",
+        sample_rate=contract.sample_rate, norm=_mel_norm(contract), mel_scale=contract.mel_scale,
     )
     return window, fb
+
+
+def _mel_norm(contract: FeatureContract) -> str | None:
+    return None if contract.mel_norm == "none" else contract.mel_norm
 
 
 def mel_spectrogram_transform(contract: FeatureContract) -> Any:
@@ -81,7 +85,7 @@ def mel_spectrogram_transform(contract: FeatureContract) -> Any:
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=contract.sample_rate, n_fft=contract.n_fft, win_length=contract.win_length,
         hop_length=contract.hop_length, f_min=contract.f_min_hz, f_max=contract.f_max_hz, n_mels=contract.n_mels,
-        window_fn=torch.hann_window, power=2.0, center=False, norm=None, mel_scale="htk",
+        window_fn=torch.hann_window, power=2.0, center=False, norm=_mel_norm(contract), mel_scale=contract.mel_scale,
     )
 
 
@@ -117,6 +121,8 @@ def logmel(audio: np.ndarray, contract: FeatureContract) -> np.ndarray:
             power = spec.real.square() + spec.imag.square()  # (n, freqs, frames)
             mel = torch.einsum("nft,fm->ntm", power, fb)  # (n, frames, mels)
             db = 10.0 * torch.log10(torch.clamp(mel, min=contract.power_floor))
+            if contract.top_db > 0:  # nothing more than top_db below the clip's loudest bin
+                db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - contract.top_db)
             out[s : s + CHUNK_CLIPS, 0] = ((db - contract.norm_mean_db) / contract.norm_std_db).numpy()
     return out
 

@@ -33,8 +33,14 @@ class FeatureContract:
     power_floor: float
     norm_mean_db: float
     norm_std_db: float
+    mel_scale: str
+    mel_norm: str
+    top_db: float
 
     def __post_init__(self) -> None:
+        if self.mel_scale not in ("htk", "slaney") or self.mel_norm not in ("none", "slaney"):
+            raise ContractMismatch(f"feature contract: mel_scale {self.mel_scale!r} must be 'htk' or 'slaney' and "
+                                   f"mel_norm {self.mel_norm!r} 'none' or 'slaney'")
         frames = 1 + (self.clip_samples - self.win_length) // self.hop_length
         if frames != self.n_frames:
             raise ContractMismatch(
@@ -59,9 +65,10 @@ class FeatureContract:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "FeatureContract":
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ContractMismatch(f"unknown feature-contract keys {unknown}; known: {sorted(names)}")
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        if unknown or missing:
+            raise ContractMismatch(f"feature contract: unknown keys {unknown}, missing keys {missing} (made by "
+                                   "another version of the toolchain?); rebuild the features and the model")
         return cls(**dict(data))
 
     def check_compatible(self, other: "FeatureContract", what: str = "model") -> None:

@@ -169,8 +169,22 @@ def values_from_args(args: argparse.Namespace, stage: str, base: Mapping[str, An
 
 
 def resolved_doc(stage: str, layers: Sequence[str | os.PathLike[str]]) -> str:
-    doc = {"stage": stage, "layers": [str(p) for p in layers], "params": resolve(stage, layers)}
+    # the values only, not the files they came from: another preset or family that gives a stage the same values
+    # leaves its stamp (and everything built from it) alone
+    doc = {"stage": stage, "params": resolve(stage, layers)}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def check_family_layers(model: Path | None, preset: Path | None) -> None:
+    """The family is the model file's name (``make MODEL=<family>``): the file must say so, a preset must not choose one."""
+    if preset is not None and "family" in section(preset, "train"):
+        raise ParamsError(f"{preset}: [train] family is chosen with make MODEL=<family> (pipeline/params/models/), "
+                          "not by a preset; remove it")
+    if model is not None:
+        family = {**defaults("train"), **section(model, "train")}["family"]
+        if family != model.stem:
+            raise ParamsError(f"{model}: [train] family is {family!r}, but the file is the {model.stem!r} family; "
+                              f"set family = {model.stem!r} in it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     layers = [x for x in (args.model, args.preset) if x is not None]
     try:
+        check_family_layers(args.model, args.preset)
         if args.show:
             print(resolved_doc(args.show, layers), end="")
         if args.out_dir is not None:

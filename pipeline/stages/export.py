@@ -48,14 +48,16 @@ OUTPUT_NAME = "output"
 CKPT_KEYS = ("state_dict", "model_config", "classes", "contract")
 PARITY_SPLITS = ("test", "val", "train")
 # Shape arithmetic that may be folded into constants when every input is known.
-FOLDABLE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Expand", "Slice", "Cast",
+FOLDABLE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Expand", "Slice", "Cast", "Transpose",
                           "Identity", "ConstantOfShape", "Reshape"})
 # Ops that must not survive in the exported graph: they make shapes data-dependent.
 DYNAMIC_SHAPE_OPS = frozenset({"Shape", "Size", "Expand", "ConstantOfShape", "NonZero", "Range", "Loop", "If"})
-# Ops the seed's CRNN compiled with on Pulsar2 4.2 (plus LSTM, Slice, Squeeze/Unsqueeze and Concat);
-# anything else is reported as a warning so an unsupported op is seen before the Pulsar2 build.
-EXPECTED_OPS = frozenset({"Conv", "Relu", "MaxPool", "Transpose", "Reshape", "GRU", "LSTM", "Gather", "Slice",
-                          "Concat", "Squeeze", "Unsqueeze", "Gemm", "MatMul", "Add", "Constant", "Flatten"})
+# Ops the seed's CRNN compiled with on Pulsar2 4.2 (plus LSTM, Slice, Squeeze/Unsqueeze and Concat) and the
+# embedding family's (LeakyRelu, Clip, Max, Pad: on the AX620E operator list, pulsar2/README.md); anything else is
+# reported as a warning so an unsupported op is seen before the Pulsar2 build.
+EXPECTED_OPS = frozenset({"Conv", "Relu", "LeakyRelu", "Clip", "Max", "Pad", "MaxPool", "Transpose", "Reshape", "GRU", "LSTM",
+                          "Gather", "Slice", "Concat", "Squeeze", "Unsqueeze", "Gemm", "MatMul", "Add", "Constant",
+                          "Flatten"})
 
 
 # ---- checkpoint ---------------------------------------------------------------------------------
@@ -96,11 +98,24 @@ def check_contracts(ckpt: dict[str, Any], ckpt_path: Path, features_contract: Fe
     return ckpt_contract
 
 
-def build_model(ckpt: dict[str, Any]) -> Any:
-    from pipeline.model.crnn import CRNN, ModelConfig
+def build_model(ckpt: dict[str, Any], ckpt_path: Path) -> Any:
+    """The whole model of a checkpoint, in eval mode: a CRNN, or the frozen speech embedding + the trained head."""
+    family = ckpt.get("family", "crnn")
+    if family == "crnn":
+        from pipeline.model.crnn import CRNN, ModelConfig
 
-    model = CRNN(ModelConfig.from_mapping(ckpt["model_config"]))
-    model.load_state_dict(ckpt["state_dict"])
+        model = CRNN(ModelConfig.from_mapping(ckpt["model_config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    elif family == "embedding":
+        from pipeline.model.embedding import EmbeddingConfig, EmbeddingError, EmbeddingKWS
+
+        try:
+            model = EmbeddingKWS(EmbeddingConfig.from_mapping(ckpt["model_config"]))
+        except (ValueError, EmbeddingError) as e:
+            die(f"{ckpt_path}: {e}")
+        model.head.load_state_dict(ckpt["state_dict"])
+    else:
+        die(f"{ckpt_path}: unknown model family {family!r}; re-run pipeline.stages.train")
     model.eval()
     return model
 
@@ -138,7 +153,17 @@ def _constant_value(node: Any) -> np.ndarray | None:
 
 
 def fold_static_shapes(model: Any) -> tuple[Any, int]:
-    """Fold shape arithmetic on statically-shaped tensors into initializers; returns (model, nodes folded)."""
+    """Fold shape arithmetic on statically-shaped tensors into initializers, repeatedly (a fold can make
+    more shapes static) until nothing folds; returns (model, nodes folded)."""
+    total = 0
+    while True:
+        model, n = _fold_once(model)
+        total += n
+        if n == 0:
+            return model, total
+
+
+def _fold_once(model: Any) -> tuple[Any, int]:
     import onnx
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
@@ -326,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fs = FeatureSet.open(args.features)
     contract = check_contracts(ckpt, ckpt_path, fs.contract, fs.classes, Path(args.features))
     classes = list(ckpt["classes"])
-    model = build_model(ckpt)
+    model = build_model(ckpt, ckpt_path)
     input_shape = contract.input_shape
 
     proto = torch_to_onnx(model, input_shape, args.opset)
@@ -340,13 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "classes": json.dumps(classes),
         "contract": contract.to_json(),
         "model_config": json.dumps(ckpt["model_config"], sort_keys=True),
+        "family": ckpt.get("family", "crnn"),
         "provenance": json.dumps(prov, sort_keys=True),
     })
-    proto.producer_name, proto.doc_string = "pipeline.stages.export", "KWS CRNN logits; see metadata_props"
+    proto.producer_name = "pipeline.stages.export"
+    proto.doc_string = f"KWS {ckpt.get('family', 'crnn')} logits; see metadata_props"
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
-        die(f"{out}: onnx.checker rejects the exported model ({e}); this is a bug in pipeline.stages.export or pipeline.model.crnn")
+        die(f"{out}: onnx.checker rejects the exported model ({e}); this is a bug in pipeline.stages.export or pipeline.model")
     data = proto.SerializeToString()
 
     rows = parity_rows(fs, args.parity_samples)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -175,7 +176,8 @@ def train_model(
     from tqdm import tqdm
 
     # NHWC is the oneDNN convolution's native layout: fewer reorders, about 20% faster steps on CPU.
-    model.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if x_train.ndim == 4 else torch.contiguous_format
+    model.to(memory_format=layout)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     history: list[dict[str, Any]] = []
     best_state = copy.deepcopy(model.state_dict())
@@ -193,7 +195,7 @@ def train_model(
             xs = x_train[sel]
             if settings.spec.active:  # a generator per (seed, epoch, batch): reproducible, nothing global
                 xs = settings.spec.apply(xs, np.random.default_rng([settings.seed, epoch, s]))
-            xb = torch.from_numpy(xs).contiguous(memory_format=torch.channels_last)
+            xb = torch.from_numpy(xs).contiguous(memory_format=layout)
             yb = torch.from_numpy(y_train[sel])
             opt.zero_grad(set_to_none=True)
             out = model(xb)
@@ -321,6 +323,8 @@ def history_csv(history: list[dict[str, Any]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = stage_parser(__doc__.splitlines()[0], STAGE)
     p.add_argument("--features", type=Path, required=True, help="features folder (features.npy, index.jsonl, manifest.json)")
+    p.add_argument("--embeddings", type=Path,
+                   help="embeddings folder of those features (pipeline.stages.embeddings); family 'embedding' only")
     p.add_argument("--out", type=Path, required=True, help="output folder (ckpt.pt, metrics.json, train_log.csv, confusion.*)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are reproducible for a fixed count)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -328,9 +332,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_model(args: argparse.Namespace, n_classes: int, contract: Any) -> tuple[Any, Any, Any]:
+    """(whole model, the part that is trained, its config) of the family in ``args``."""
+    if args.family == "crnn":
+        from pipeline.model.crnn import CRNN, ModelConfig
+
+        config = ModelConfig(n_classes=n_classes, n_mels=contract.n_mels, n_frames=contract.n_frames,
+                             rnn=args.rnn, rnn_hidden=args.rnn_hidden)
+        model = CRNN(config)
+        return model, model, config
+    from pipeline.model.embedding import EmbeddingConfig, EmbeddingError, EmbeddingKWS
+
+    try:
+        config = EmbeddingConfig(n_classes=n_classes, n_mels=contract.n_mels, n_frames=contract.n_frames,
+                                 head_hidden=args.head_hidden, head_layers=args.head_layers,
+                                 head_dropout=args.head_dropout, input_mean_db=contract.norm_mean_db,
+                                 input_std_db=contract.norm_std_db)
+        model = EmbeddingKWS(config)
+    except (ValueError, EmbeddingError) as e:
+        die(f"{args.features}: {e}")
+    model.head.config = config  # evaluate() reads n_classes from the trained module's config
+    return model, model.head, config
+
+
 def _validate(args: argparse.Namespace) -> None:
     if args.threads < 1:
         die(f"--threads {args.threads}: must be >= 1")
+    if args.family == "embedding" and args.spec_augment_p > 0:
+        die(f"{args.params or 'command line'}: spec_augment_p {args.spec_augment_p}: SpecAugment masks features, the "
+            "embedding family trains on cached embeddings; set it to 0 (MODEL=crnn uses it)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,7 +372,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from pipeline.audio.features import FeatureSet
-    from pipeline.model.crnn import CRNN, ModelConfig
 
     fs = FeatureSet.open(args.features)
     index_path = args.features / "index.jsonl"
@@ -350,27 +379,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes, contract = list(fs.classes), fs.contract
     if len(classes) < 2:
         die(f"{args.features / 'manifest.json'}: {len(classes)} class(es) {classes}; need at least 2 (rebuild the dataset)")
+    if (args.family == "embedding") != (args.embeddings is not None):
+        die(f"--family {args.family}: {'give' if args.family == 'embedding' else 'do not give'} --embeddings "
+            "(the embedding family trains its head on the cached embeddings; make all does this)")
+    inputs = fs
+    if args.embeddings is not None:
+        from pipeline.stages.embeddings import EmbeddingSet
 
-    x_tr, y_tr, _ = load_split(fs, "train")
-    x_va, y_va, _ = load_split(fs, "val")
-    x_te, y_te, _ = load_split(fs, "test")
+        inputs = dataclasses.replace(fs, x=EmbeddingSet.open(args.embeddings, fs).x)
+
+    x_tr, y_tr, _ = load_split(inputs, "train")
+    x_va, y_va, _ = load_split(inputs, "val")
+    x_te, y_te, _ = load_split(inputs, "test")
     for name, y in (("train", y_tr), ("val", y_va), ("test", y_te)):
         if len(y) == 0:
             die(f"{index_path}: no rows in split {name!r} ({len(fs)} rows in all); "
-                "make a bigger dataset (--per-class) or adjust val_fraction/test_fraction in features.toml")
+                "make a bigger dataset (per_class) or adjust val_fraction/test_fraction ([features])")
     missing = [classes[k] for k in range(len(classes)) if not np.any(y_tr == k)]
     if missing:
-        die(f"{index_path}: classes {missing} have no train rows; make a bigger dataset (--per-class)")
-    log.info("features %s: %d classes %s; train %d, val %d, test %d clips",
-             args.features, len(classes), classes, len(y_tr), len(y_va), len(y_te))
+        die(f"{index_path}: classes {missing} have no train rows; make a bigger dataset (per_class)")
+    log.info("%s %s: %d classes %s; train %d, val %d, test %d clips", "embeddings" if args.embeddings else "features",
+             args.embeddings or args.features, len(classes), classes, len(y_tr), len(y_va), len(y_te))
 
     configure_torch(args.threads)
     torch.manual_seed(args.seed)
-    config = ModelConfig(n_classes=len(classes), n_mels=contract.n_mels, n_frames=contract.n_frames,
-                         rnn=args.rnn, rnn_hidden=args.rnn_hidden)
-    model = CRNN(config)
-    log.info("CRNN %s: %d parameters; %d threads", config.as_dict(), sum(p.numel() for p in model.parameters()),
-             args.threads)
+    model, trained, config = build_model(args, len(classes), contract)
+    log.info("%s %s: %d parameters (%d trained); %d threads", args.family, config.as_dict(),
+             sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trained.parameters()), args.threads)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, early_stop=args.early_stop,
                              patience=args.patience, min_delta=args.min_delta, seed=args.seed,
                              spec=SpecAugment(args.spec_augment_p, args.spec_time_masks, args.spec_time_width,
@@ -378,17 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                              label_smoothing=args.label_smoothing)
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
-    result = train_model(model, x_tr, y_tr, x_va, y_va, settings, progress=progress)
+    result = train_model(trained, x_tr, y_tr, x_va, y_va, settings, progress=progress)
     train_seconds = time.perf_counter() - t0
 
-    test_loss, _, test_logits = evaluate(model, x_te, y_te)
+    test_loss, _, test_logits = evaluate(trained, x_te, y_te)
     metrics = classification_metrics(y_te, test_logits.argmax(1), classes)
     cm = np.array(metrics["confusion_matrix"], dtype=np.int64)
     log.info("best epoch %d (val loss %.4f); test accuracy %.4f on %d clips (OPTIMISTIC: same seed recordings)",
              result.best_epoch, result.best_val_loss, metrics["accuracy"], metrics["n"])
 
     hyper = dict(args.params_used)
-    feature_inputs = [fs.root / "manifest.json", index_path]
+    feature_inputs = [fs.root / "manifest.json", index_path] + ([args.embeddings / "manifest.json"] if args.embeddings else [])
     prov = manifest(STAGE, inputs=feature_inputs, params=hyper, extra={"threads": args.threads})
     metrics_doc = {
         "note": OPTIMISTIC_NOTE,
@@ -423,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_bytes(out / "confusion.png", confusion_png(
         cm, classes, f"test accuracy {metrics['accuracy']:.3f} (optimistic: same seed recordings)"))
     ckpt = {
-        "state_dict": result.state_dict,
+        "family": args.family,
+        "state_dict": result.state_dict,  # embedding family: the head's (the frozen embedding comes from its package)
         "model_config": config.as_dict(),
         "classes": classes,
         "contract": contract.as_dict(),

@@ -14,6 +14,7 @@ from pipeline.core.cli import StageError, parse_stage_args, stage_parser
 from tests.conftest import ROOT
 
 PRESETS = sorted((ROOT / "pipeline" / "params" / "presets").glob("*.toml"))
+MODELS = sorted((ROOT / "pipeline" / "params" / "models").glob("*.toml"))
 
 
 @pytest.mark.parametrize("stage", params.stages())
@@ -28,14 +29,33 @@ def test_every_schema_defines_each_parameter_once_with_default_and_help(stage: s
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_presets_hold_only_overrides_that_differ_from_the_defaults(preset: Path) -> None:
+    """A preset value that every model family already has is noise; each preset resolves with each family."""
     data = params.read_file(preset)
     assert set(data) <= set(params.stages()), preset
     for stage, over in data.items():
-        defaults = params.defaults(stage)
         assert over, f"{preset}: empty [{stage}] section"
-        same = sorted(k for k, v in over.items() if defaults.get(k) == v)
-        assert not same, f"{preset}: [{stage}] {same} repeat the schema defaults"
-        params.resolve(stage, [preset])
+        family_values = [params.resolve(stage, [m]) for m in MODELS]
+        same = sorted(k for k, v in over.items() if all(f[k] == v for f in family_values))
+        assert not same, f"{preset}: [{stage}] {same} repeat what every model family has"
+        for m in MODELS:
+            params.resolve(stage, [m, preset])
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda p: p.stem)
+def test_each_model_file_names_its_family(model: Path) -> None:
+    params.check_family_layers(model, None)
+    assert params.resolve("train", [model])["family"] == model.stem
+
+
+def test_a_preset_cannot_choose_the_family(tmp_path: Path) -> None:
+    preset = tmp_path / "p.toml"
+    preset.write_text('[train]\nfamily = "crnn"\n')
+    with pytest.raises(params.ParamsError, match="chosen with make MODEL=<family>"):
+        params.check_family_layers(None, preset)
+    model = tmp_path / "crnn.toml"
+    model.write_text('[train]\nfamily = "embedding"\n')
+    with pytest.raises(params.ParamsError, match="set family = 'crnn' in it"):
+        params.check_family_layers(model, None)
 
 
 def test_resolve_layers_in_order_and_names_the_file_of_a_bad_key(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.audio.features import load_contract
 from pipeline.core.io import atomic_write_json, atomic_write_text
 from pulsar2 import axmodel
+from tests.conftest import crnn_contract
 
 CLASSES = ["ACOPLAR", "AVANZAR", "DESACOPLAR", "DETENER", "FONDO", "IZQUIERDA", "DERECHA", "RETROCEDER"]
 
@@ -36,7 +36,7 @@ def tiny_onnx_bytes(seed: int = 0) -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    for key, value in (("classes", json.dumps(CLASSES)), ("contract", load_contract().to_json())):
+    for key, value in (("classes", json.dumps(CLASSES)), ("contract", crnn_contract().to_json())):
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     return model.SerializeToString()

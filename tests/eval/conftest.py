@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_wav
+from tests.conftest import crnn_contract, write_wav
 
 SR = 16000
 CLASSES = ["ALFA", "BRAVO", "FONDO"]
@@ -38,7 +38,6 @@ def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
     import onnx
     import torch
 
-    from pipeline.audio.features import load_contract
 
     torch.set_num_threads(1)
 
@@ -56,7 +55,7 @@ def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(torch.amax(x, dim=2).flatten(1))
 
-    contract = load_contract()
+    contract = crnn_contract()
     torch.onnx.export(Tiny().eval(), (torch.zeros(contract.input_shape),), str(path), opset_version=13,
                       input_names=["input"], output_names=["output"], dynamo=False)
     m = onnx.load(str(path))

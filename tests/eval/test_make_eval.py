@@ -45,7 +45,7 @@ def test_eval_with_a_holdout_dir_skips_the_tts_set_and_reruns_when_it_changes(tm
     out = make_n("eval", f"HOLDOUT={holdout}", build=build)
     assert "--out {build}/holdout-tts" not in out and f"--holdout '{holdout}' " in out
     # the summary depends on the holdout's content (a stamp of its files), not on folder mtimes
-    for name in ("dataset", "features", "model", "holdout-dev", "detector", "eval"):
+    for name in ("dataset", "features", "embeddings", "model", "holdout-dev", "detector", "eval"):
         (build / name).mkdir(parents=True, exist_ok=True)
     subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-t", f"BUILD={build}", "RUNNER=local",
                     f"HOLDOUT={holdout}", "eval"], check=True, capture_output=True, timeout=120)

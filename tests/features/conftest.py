@@ -13,7 +13,7 @@ import torch
 from pipeline.core.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_FEATURES_TOML = ROOT / "pipeline" / "params" / "presets" / "default.toml"
+DEFAULT_FEATURES_TOML = ROOT / "pipeline" / "params" / "models" / "crnn.toml"  # the CRNN contract: 98 x 64
 CLASSES = ["ALFA", "BRAVO", "CHARLIE", "FONDO"]
 CLIPS_PER_CLASS = 30
 

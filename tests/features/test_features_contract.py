@@ -15,9 +15,15 @@ import scipy.signal
 
 from pipeline.audio.features import load_contract, logmel, loudest_window, mel_spectrogram_transform, pad_samples
 from pipeline.core.contract import FeatureContract
-from tests.features.conftest import DEFAULT_FEATURES_TOML
+from tests.conftest import ROOT
 
-GOLDEN = Path(__file__).parent / "data" / "golden_chirp_logmel.npy"
+FAMILIES = ("crnn", "embedding")
+GOLDEN = {"crnn": Path(__file__).parent / "data" / "golden_chirp_logmel.npy",
+          "embedding": Path(__file__).parent / "data" / "golden_chirp_logmel_embedding.npy"}
+
+
+def family_contract(family: str) -> FeatureContract:
+    return load_contract(ROOT / "pipeline" / "params" / "models" / f"{family}.toml")
 
 
 def lcg_noise(n: int, seed: int = 12345) -> np.ndarray:
@@ -44,16 +50,23 @@ def chirp_clip() -> np.ndarray:
 
 def reference_logmel(audio: np.ndarray, c: FeatureContract) -> np.ndarray:
     """The contract written out with numpy/scipy in float64, without padding tricks or torchaudio:
-    frame t = clip[hop*t : hop*t + win] * periodic Hann, |rfft(frame, n_fft)|^2, HTK triangular mel filters
-    with edges equally spaced in mel between f_min and f_max, 10*log10(max(P, floor)), fixed normalisation."""
+    frame t = clip[hop*t : hop*t + win] * periodic Hann, |rfft(frame, n_fft)|^2, triangular mel filters with
+    edges equally spaced in mel (HTK, or Slaney's: linear below 1 kHz, logarithmic above) between f_min and
+    f_max, each scaled to unit area for Slaney normalisation, 10*log10(max(P, floor)) floored at the clip's
+    maximum minus top_db, fixed normalisation."""
     x = np.asarray(audio, dtype=np.float64)
     window = scipy.signal.get_window("hann", c.win_length, fftbins=True)
     frames = np.lib.stride_tricks.sliding_window_view(x, c.win_length)[:: c.hop_length]
     assert frames.shape[0] == c.n_frames
     power = np.abs(np.fft.rfft(frames * window, n=c.n_fft, axis=-1)) ** 2  # (frames, n_fft/2+1)
     freqs = np.linspace(0.0, c.sample_rate / 2, c.n_fft // 2 + 1)
-    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
-    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    if c.mel_scale == "htk":
+        mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+        hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    else:
+        step, knee, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+        mel = lambda f: np.where(f < knee, f / step, knee / step + np.log(np.maximum(f, 1e-9) / knee) / logstep)  # noqa: E731
+        hz = lambda m: np.where(m < knee / step, m * step, knee * np.exp(logstep * (m - knee / step)))  # noqa: E731
     edges = hz(np.linspace(mel(c.f_min_hz), mel(c.f_max_hz), c.n_mels + 2))
     fb = np.zeros((freqs.size, c.n_mels))
     for m in range(c.n_mels):
@@ -61,20 +74,24 @@ def reference_logmel(audio: np.ndarray, c: FeatureContract) -> np.ndarray:
         rising = (freqs - lo) / (mid - lo)
         falling = (hi - freqs) / (hi - mid)
         fb[:, m] = np.maximum(0.0, np.minimum(rising, falling))
+        if c.mel_norm == "slaney":
+            fb[:, m] *= 2.0 / (hi - lo)
     db = 10.0 * np.log10(np.maximum(power @ fb, c.power_floor))
+    if c.top_db > 0:
+        db = np.maximum(db, db.max() - c.top_db)
     return ((db - c.norm_mean_db) / c.norm_std_db)[None, None].astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def contract() -> FeatureContract:
-    return load_contract(DEFAULT_FEATURES_TOML)
+@pytest.fixture(scope="module", params=FAMILIES)
+def contract(request: pytest.FixtureRequest) -> FeatureContract:
+    return family_contract(request.param)
 
 
 def test_shape_dtype_and_exactly_98_frames(contract: FeatureContract) -> None:
     audio = np.zeros((3, 16000), np.float32)
     out = logmel(audio, contract)
-    assert out.shape == (3, 1, 98, 64) and out.dtype == np.float32 and out.flags.c_contiguous
-    assert logmel(audio[0], contract).shape == (1, 1, 98, 64)
+    assert out.shape == (3, 1, 98, contract.n_mels) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert logmel(audio[0], contract).shape == (1, 1, 98, contract.n_mels)
     assert pad_samples(contract) == (56, 56)
 
 
@@ -91,10 +108,12 @@ def test_wrong_length_is_refused(contract: FeatureContract) -> None:
         logmel(np.zeros((2, 2, 16000), np.float32), contract)
 
 
-def test_golden_chirp(contract: FeatureContract) -> None:
-    golden = np.load(GOLDEN)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_golden_chirp(family: str) -> None:
+    contract = family_contract(family)
+    golden = np.load(GOLDEN[family])
     out = logmel(chirp_clip(), contract)
-    assert golden.shape == out.shape == (1, 1, 98, 64)
+    assert golden.shape == out.shape == (1, 1, 98, contract.n_mels)
     # float32 FFTs differ by a few 1e-5 between CPU instruction sets (3.7e-5 measured on a machine other
     # than the one that wrote the golden); any change of the contract moves values by far more than 1e-4
     np.testing.assert_allclose(out, golden, rtol=0, atol=1e-4)
@@ -107,8 +126,10 @@ def test_independent_reference_agrees(contract: FeatureContract) -> None:
     for k, clip in enumerate(clips):
         ref = reference_logmel(clip, contract)
         np.testing.assert_allclose(batch[k : k + 1], ref, rtol=0, atol=1e-4)
-        # the floor path is exercised too: the chirp's first 2 frames are pure silence
-    assert np.allclose(batch[0, 0, :2], (-100 - contract.norm_mean_db) / contract.norm_std_db)
+        # the floor path is exercised too: the chirp's first 2 frames are pure silence, on the floor
+    floor_db = max(10 * np.log10(contract.power_floor), float(batch[0].max()) * contract.norm_std_db
+                   + contract.norm_mean_db - contract.top_db) if contract.top_db > 0 else 10 * np.log10(contract.power_floor)
+    assert np.allclose(batch[0, 0, :2], (floor_db - contract.norm_mean_db) / contract.norm_std_db, atol=1e-5)
     assert not np.allclose(batch[0, 0, 3:], batch[0, 0, 3, 0])
 
 
@@ -118,7 +139,7 @@ def test_frame_t_covers_samples_hop_t_to_hop_t_plus_win(contract: FeatureContrac
     x = np.zeros(16000, np.float32)
     x[s] = 1.0
     out = logmel(x, contract)[0, 0]
-    lit = np.flatnonzero(out.max(axis=1) > (10 * np.log10(contract.power_floor) - contract.norm_mean_db) / contract.norm_std_db + 1e-3)
+    lit = np.flatnonzero(out.max(axis=1) > out.min() + 1e-3)  # above the floor (or the top_db floor)
     expected = [t for t in range(98) if 160 * t <= s < 160 * t + 400]
     # the Hann window is zero at its first sample only
     expected = [t for t in expected if s != 160 * t]
@@ -134,7 +155,9 @@ def test_equals_torchaudio_melspectrogram(contract: FeatureContract) -> None:
         p = mel_spectrogram_transform(contract)(padded)  # (n, mels, frames)
         ta = ((10 * torch.log10(torch.clamp(p, min=contract.power_floor)) - contract.norm_mean_db)
               / contract.norm_std_db).transpose(1, 2).unsqueeze(1).numpy()
-    assert ta.shape == (2, 1, 98, 64)  # torchaudio with center=False on the padded clip: 98 frames
+    if contract.top_db > 0:
+        ta = np.maximum(ta, ta.max(axis=(1, 2, 3), keepdims=True) - contract.top_db / contract.norm_std_db)
+    assert ta.shape == (2, 1, 98, contract.n_mels)  # torchaudio with center=False on the padded clip: 98 frames
     np.testing.assert_allclose(logmel(x, contract), ta, rtol=0, atol=1e-5)
 
 
@@ -146,8 +169,10 @@ def test_batch_equals_one_by_one(contract: FeatureContract) -> None:
 
 
 def test_load_contract_reads_only_contract_keys(tmp_path: Path) -> None:
-    c = load_contract(DEFAULT_FEATURES_TOML)
+    c = family_contract("crnn")
     assert c.n_frames == 98 and c.n_mels == 64 and c.hop_length == 160 and c.win_length == 400
+    e = load_contract()  # the schema defaults: the speech embedding's front end
+    assert (e.n_mels, e.f_min_hz, e.f_max_hz, e.mel_scale, e.mel_norm, e.top_db) == (32, 60.0, 3800.0, "slaney", "slaney", 80.0)
     bad = tmp_path / "features.toml"
     bad.write_text("[features]\nn_frames = 101\n")
     from pipeline.core.cli import StageError
@@ -178,6 +203,7 @@ def test_loudest_window() -> None:
 
 
 if __name__ == "__main__" and "--regenerate" in sys.argv:
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    np.save(GOLDEN, logmel(chirp_clip(), load_contract(DEFAULT_FEATURES_TOML)))
-    print(f"wrote {GOLDEN}")
+    for family, path in GOLDEN.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, logmel(chirp_clip(), family_contract(family)))
+        print(f"wrote {path}")

@@ -143,10 +143,10 @@ def test_single_file_mode_loudest_window_plot_and_npy(tmp_path: Path, capsys: py
     png, npy = tmp_path / "spec.png", tmp_path / "x.npy"
     assert run_main(main, [str(wav), "--plot", str(png), "--out", str(npy)]) == 0
     text = capsys.readouterr().out
-    assert "loudest 1.000 s window" in text and "shape (1, 1, 98, 64)" in text
+    assert "loudest 1.000 s window" in text and "shape (1, 1, 98, 32)" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     feats = np.load(npy)
-    assert feats.shape == (1, 1, 98, 64) and feats.dtype == np.float32
+    assert feats.shape == (1, 1, 98, 32) and feats.dtype == np.float32
     # the loud burst (1.4-1.8 s) is inside the chosen window, and is what the features show
     import re
 

@@ -22,13 +22,14 @@ from tests.conftest import ROOT
 
 # In the order `make all` runs them (prerequisites left to right).
 STAGES = [
-    "pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
+    "pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.embeddings", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
     "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.npu_inputs", "pipeline.stages.where",
 ]
 # A stage module -> the artifact its recipe makes (relative to BUILD).
 TARGET_OF = {
     "pipeline.stages.dataset": "dataset/manifest.json",
     "pipeline.stages.features": "features/manifest.json",
+    "pipeline.stages.embeddings": "embeddings/manifest.json",
     "pipeline.stages.train": "model/ckpt.pt",
     "pipeline.stages.export": "model/kws.onnx",
     "pipeline.stages.calib": "calib/calib_kws.tar",
@@ -72,6 +73,20 @@ def test_dry_run_plans_every_stage_in_order(tmp_path: Path) -> None:
     assert planned(r.stdout) == STAGES
     assert "runner: local (RUNNER=local)" in r.stdout
     assert "docker" not in r.stdout.replace("pulsar2.build", "")
+
+
+def test_the_crnn_family_trains_on_the_features_without_embeddings(tmp_path: Path) -> None:
+    r = make("-n", "all", "MODEL=crnn", build=tmp_path / "b")
+    assert planned(r.stdout) == [s for s in STAGES if s != "pipeline.stages.embeddings"]
+    assert "pipeline/params/models/crnn.toml" in r.stdout and "--embeddings" not in r.stdout
+    r = make("-n", "all", "MODEL=nope", build=tmp_path / "b", check=False)
+    assert r.returncode != 0 and "MODEL=nope: no model family file pipeline/params/models/nope.toml" in r.stderr
+
+
+def test_switching_the_family_rebuilds_from_the_features_on(tmp_path: Path) -> None:
+    build = touch_all(tmp_path / "build")
+    assert planned(make("-n", "all", "MODEL=crnn", build=build).stdout) == [
+        s for s in STAGES if s not in ("pipeline.stages.dataset", "pipeline.stages.embeddings")]
 
 
 def test_dry_run_docker_mode_never_calls_docker(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.audio.features import load_contract
 from pipeline.core.contract import FeatureContract
+from tests.conftest import crnn_contract
 
 CLASSES = ("ALFA", "BRAVO", "CHARLIE", "FONDO")
 
@@ -24,7 +24,7 @@ def split_of(k: int) -> str:
 def write_feature_set(root: Path, per_class: int = 30, classes: Sequence[str] = CLASSES, seed: int = 0,
                       contract: FeatureContract | None = None) -> Path:
     """features.npy/index.jsonl/manifest.json whose classes are separable: class k lights mel band k."""
-    contract = contract or load_contract()
+    contract = contract or crnn_contract()
     rng = np.random.default_rng(seed)
     n = per_class * len(classes)
     x = rng.normal(0.0, 0.5, size=(n, 1, contract.n_frames, contract.n_mels)).astype(np.float32)

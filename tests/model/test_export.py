@@ -11,16 +11,16 @@ import onnx
 import pytest
 import torch
 
-from pipeline.audio.features import load_contract
 from pipeline.core.cli import run_main
 from pipeline.core.contract import FeatureContract
 from pipeline.model.infer import OnnxModel, OnnxModelError, softmax
 from pipeline.stages import export as export_mod
+from tests.conftest import crnn_contract
 
 from .conftest import CLASSES, write_feature_set
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_PARAMS = ROOT / "pipeline" / "params" / "presets" / "default.toml"
+TRAIN_PARAMS = ROOT / "pipeline" / "params" / "models" / "crnn.toml"
 EXPORT_PARAMS = ROOT / "pipeline" / "params" / "presets" / "default.toml"
 
 
@@ -71,7 +71,7 @@ def test_onnx_metadata(exported: tuple[Path, Path], trained: tuple[Path, Path]) 
     meta = {p.key: p.value for p in onnx.load(str(exported[0])).metadata_props}
     assert {"classes", "contract", "provenance", "model_config"} <= set(meta)
     assert json.loads(meta["classes"]) == list(CLASSES)
-    assert FeatureContract.from_mapping(json.loads(meta["contract"])) == load_contract()
+    assert FeatureContract.from_mapping(json.loads(meta["contract"])) == crnn_contract()
     prov = json.loads(meta["provenance"])
     assert prov["stage"] == "export" and prov["train"]["stage"] == "train"
     assert str(trained[1]) in prov["inputs"]
@@ -97,15 +97,15 @@ def test_parity_report(exported: tuple[Path, Path]) -> None:
 
 
 def test_onnx_model_round_trip(exported: tuple[Path, Path], trained: tuple[Path, Path]) -> None:
-    from pipeline.audio.features import FeatureSet, load_contract
+    from pipeline.audio.features import FeatureSet
 
     features, ckpt_path = trained
     m = OnnxModel(exported[0])
-    assert m.classes == list(CLASSES) and m.contract == load_contract() and m.input_name == "input"
+    assert m.classes == list(CLASSES) and m.contract == crnn_contract() and m.input_name == "input"
     fs = FeatureSet.open(features)
     x = np.array(fs.x[:7])
     ckpt = torch.load(ckpt_path, weights_only=True)
-    model = export_mod.build_model(ckpt)
+    model = export_mod.build_model(ckpt, ckpt_path)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     logits = m.logits(x)
@@ -155,7 +155,7 @@ def test_contract_mismatch_is_a_clear_error(trained: tuple[Path, Path], tmp_path
                                             capsys: pytest.CaptureFixture[str]) -> None:
     _, ckpt = trained
     other = write_feature_set(tmp_path / "other", per_class=30,
-                              contract=dataclasses.replace(load_contract(), norm_mean_db=-50.0))
+                              contract=dataclasses.replace(crnn_contract(), norm_mean_db=-50.0))
     out = tmp_path / "kws.onnx"
     assert export(other, ckpt, out, tmp_path / "r.json") == 2
     err = capsys.readouterr().err

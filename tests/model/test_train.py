@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio.features import load_contract
 from pipeline.core.cli import run_main
 from pipeline.stages.train import OPTIMISTIC_NOTE, batch_order, classification_metrics, confusion_matrix, main
+from tests.conftest import crnn_contract
 
 from .conftest import CLASSES, write_feature_set
 
-PARAMS = Path(__file__).resolve().parents[2] / "pipeline" / "params" / "presets" / "default.toml"
+PARAMS = Path(__file__).resolve().parents[2] / "pipeline" / "params" / "models" / "crnn.toml"
 FAST = ["--epochs", "6", "--batch-size", "16", "--threads", "1", "--no-progress"]
 # A half-second, 32-mel contract (48 frames) keeps these trainings quick; the export tests use the real 98x64.
-SMALL = dataclasses.replace(load_contract(), clip_samples=8000, n_mels=32, n_frames=48)
+SMALL = dataclasses.replace(crnn_contract(), clip_samples=8000, n_mels=32, n_frames=48)
 
 
 def train(features: Path, out: Path, *extra: str) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio.features import load_contract
+from tests.conftest import crnn_contract
 
 SHAPE = (1, 1, 98, 64)
 N_CLASSES = 4
@@ -89,7 +89,7 @@ def export_toy_onnx(path: Path, input_name: str = "input", output_name: str = "o
         torch.onnx.export(model, torch.zeros(SHAPE), str(path), input_names=[input_name], output_names=[output_name],
                           opset_version=13, dynamo=False)
     m = onnx.load(str(path))
-    for key, value in (("classes", json.dumps(CLASSES)), ("contract", load_contract().to_json())):
+    for key, value in (("classes", json.dumps(CLASSES)), ("contract", crnn_contract().to_json())):
         p = m.metadata_props.add()
         p.key, p.value = key, value
     onnx.save(m, str(path))
@@ -106,7 +106,7 @@ def write_features(root: Path, n_per_class: int = 10, seed: int = 11) -> Path:
         split = "test" if i % 2 else "train"
         rows.append({"i": i, "path": f"{CLASSES[label]}/{i:05d}.wav", "class": CLASSES[label], "label": int(label), "split": split})
     (root / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    manifest = {"stage": "features", "classes": CLASSES, "contract": load_contract().as_dict(),
+    manifest = {"stage": "features", "classes": CLASSES, "contract": crnn_contract().as_dict(),
                 "splits": {"train": sum(r["split"] == "train" for r in rows), "test": sum(r["split"] == "test" for r in rows)}}
     (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return root

