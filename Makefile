@@ -1,4 +1,4 @@
-# Makefile: builds files from files, seeds -> dataset -> features [-> embeddings] -> model -> ONNX -> Pulsar2 -> axmodel.
+# Makefile: builds files from files, seeds [+ voices] -> dataset -> features [-> embeddings] -> model -> ONNX -> Pulsar2 -> axmodel.
 # Imperative and remote work (Docker daemon, images, the board) lives in tasks.py (invoke).
 # Parameters are defined once, in schemas/params/<stage>.schema.json (with their defaults); a preset
 # (pipeline/params/presets/$(PARAMS).toml) holds only overrides. Every value an artifact depends on
@@ -80,7 +80,7 @@ endif
 # ---- inputs ------------------------------------------------------------------------------------
 # Each stage rule depends on every project file its module imports: DEPS_<module>, generated from the import
 # graph (pipeline.core.imports, stdlib only) whenever a source file changes, and read back in by make.
-STAGE_MODULES := pipeline.stages.dataset pipeline.stages.features pipeline.stages.embeddings pipeline.stages.train \
+STAGE_MODULES := pipeline.stages.voices pipeline.stages.dataset pipeline.stages.features pipeline.stages.embeddings pipeline.stages.train \
                  pipeline.stages.export \
                  pipeline.stages.calib pipeline.stages.npu_inputs pipeline.stages.where pulsar2.config pulsar2.build \
                  pulsar2.quant_report pulsar2.int8_onnx pipeline.eval.holdout_tts pipeline.eval.detector_calib \
@@ -99,6 +99,7 @@ PARAM_STAGES  := $(basename $(basename $(notdir $(wildcard schemas/params/*.sche
 PARAM_JSON    := $(foreach s,$(PARAM_STAGES),$(B)/params/$(s).json)
 PARAM          = $(B)/params/$(1).json
 SEEDS_STAMP   := $(STAMPS)/seeds.json
+VOCABULARY    := $(STAMPS)/vocabulary.json
 COMPILER      := $(STAMPS)/pulsar2.json
 .PHONY: FORCE
 FORCE:
@@ -110,12 +111,17 @@ $(PARAM_JSON) &: FORCE
 $(SEEDS_STAMP): FORCE
 	+@$(PYTHON) -m pipeline.core.stamps tree '$(SEEDS)' $@
 
+# The commands (class folders, words.toml): the synthetic voices and the TTS sets follow them.
+$(VOCABULARY): FORCE
+	+@$(PYTHON) -m pipeline.core.vocabulary '$(SEEDS)' --out $@
+
 # Which compiler builds the axmodel (the vendor image and its id, or the emulator): loading the vendor image
 # or naming it in PULSAR2_IMAGE rebuilds the axmodel and everything after it.
 $(COMPILER): FORCE
 	+@$(PYTHON) -m pulsar2.choice --runner $(RUNNER_USED) --image $(PULSAR2_IMAGE) \
 	    --image-origin "$(origin PULSAR2_IMAGE)" --out $@
 
+VOICES     := $(B)/voices/manifest.json
 DATASET    := $(B)/dataset/manifest.json
 FEATURES   := $(B)/features/manifest.json
 EMBEDDINGS := $(B)/embeddings/manifest.json
@@ -131,10 +137,11 @@ AXMODEL_MAN := $(B)/pulsar2/output/manifest.json
 QUANT      := $(B)/reports/quant_report.json
 INDEX      := $(B)/artifacts.txt
 
-.PHONY: all dataset features embeddings train onnx calib npu-inputs config axmodel quant-report \
+.PHONY: all voices dataset features embeddings train onnx calib npu-inputs config axmodel quant-report \
         demo-seeds test clean help where holdout-tts holdout-dev detector eval eval-int8
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
+voices: $(VOICES)              ## the commands and keyword-free talk by synthetic speakers (espeak-ng)
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
 features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,n_mels]
 embeddings: $(EMBEDDINGS)      ## the speech embedding of every clip, computed once (MODEL=embedding)
@@ -147,8 +154,8 @@ axmodel: $(AXMODEL_MAN)        ## compiled.axmodel (real Pulsar2 image if presen
 quant-report: $(QUANT)         ## INT8 vs FP32 agreement on held-back features
 where:                         ## print where each artifact is
 	@$(PYTHON) -m pipeline.stages.where --build $(B)
-demo-seeds:                    ## regenerate data/demo-seeds with espeak-ng + synthetic background
-	$(PYTHON) -m pipeline.authoring.demo_seeds --out data/demo-seeds
+demo-seeds:                    ## regenerate data/demo-seeds (its words.toml) with espeak-ng + synthetic background
+	$(PYTHON) -m pipeline.authoring.demo_seeds --words data/demo-seeds/words.toml --out data/demo-seeds
 test:                          ## run the test suite
 	$(PYTHON) -m pytest
 clean:                         ## delete $(BUILD)
@@ -157,8 +164,15 @@ help:                          ## list targets
 	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | expand -t 16
 
 # ---- pipeline ----------------------------------------------------------------------------------
-$(DATASET): $(call PARAM,dataset) $(SEEDS_STAMP) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.dataset --params $(call PARAM,dataset) --seeds '$(SEEDS)' --out $(@D)
+# The commands and keyword-free talk by synthetic speakers, beside the user's seeds (espeak-ng from the image,
+# so that the training data does not depend on the host's espeak-ng version).
+$(VOICES): $(call PARAM,voices) $(VOCABULARY) $(SEEDS_STAMP) $(DEPS_pipeline.stages.voices) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.voices --params $(call PARAM,voices) --vocabulary $(VOCABULARY) --seeds '$(SEEDS)' \
+	    --out $(@D)
+
+$(DATASET): $(call PARAM,dataset) $(SEEDS_STAMP) $(VOICES) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.dataset --params $(call PARAM,dataset) --seeds '$(SEEDS)' --extra-seeds $(B)/voices \
+	    --out $(@D)
 
 $(FEATURES): $(DATASET) $(call PARAM,features) $(DEPS_pipeline.stages.features) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.features --params $(call PARAM,features) --dataset $(<D) --out $(@D)
@@ -240,12 +254,14 @@ detector: $(DETECTOR)          ## detector settings chosen and calibrated on the
 eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
 eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axmodel: the NPU path on the holdout
 
-# espeak-ng is a host tool (like demo-seeds), so the TTS holdout is generated natively.
-$(HOLDOUT_TTS): $(call PARAM,holdout_tts) $(DEPS_pipeline.eval.holdout_tts)
-	$(PYTHON) -m pipeline.eval.holdout_tts --params $(call PARAM,holdout_tts) --out $(@D)
+# The TTS sets are spoken by the image's espeak-ng, like the voices stage.
+$(HOLDOUT_TTS): $(call PARAM,holdout_tts) $(VOCABULARY) $(DEPS_pipeline.eval.holdout_tts) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.holdout_tts --params $(call PARAM,holdout_tts) --out $(@D) \
+	    --vocabulary $(VOCABULARY)
 
-$(HOLDOUT_DEV): $(call PARAM,holdout_tts) $(DEPS_pipeline.eval.holdout_tts)
-	$(PYTHON) -m pipeline.eval.holdout_tts --params $(call PARAM,holdout_tts) --split dev --out $(@D)
+$(HOLDOUT_DEV): $(call PARAM,holdout_tts) $(VOCABULARY) $(DEPS_pipeline.eval.holdout_tts) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.holdout_tts --params $(call PARAM,holdout_tts) --split dev --out $(@D) \
+	    --vocabulary $(VOCABULARY)
 
 $(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(call PARAM,detector) $(DEPS_pipeline.eval.detector_calib) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.eval.detector_calib --params $(call PARAM,detector) --onnx $(ONNX) --dev $(B)/holdout-dev --out $(@D)

@@ -22,9 +22,10 @@ ENV LANG=C.UTF-8 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# git: provenance (`git describe`) of the mounted tree; make: the README's commands work inside too.
+# git: provenance (`git describe`) of the mounted tree; make: the README's commands work inside too;
+# espeak-ng: the synthetic speakers of the voices stage.
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git make \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git make espeak-ng \
  && rm -rf /var/lib/apt/lists/* \
  && git config --system --add safe.directory '*'
 

@@ -20,6 +20,10 @@ manifest line alone. Everything is vectorised numpy on float32 (no per-sample Py
 - ``FormantWarp``: vocal-tract-length perturbation (VTLP): the short-time spectrum is warped along
   frequency by a factor ``alpha`` (piecewise linear, Nyquist fixed), moving formants and harmonics
   together, like a speaker with a shorter (alpha > 1) or longer (alpha < 1) vocal tract.
+- ``Channel``: what an unknown microphone, room and line do, each with its own probability: a microphone's
+  response (high-pass at 60-300 Hz and a smooth random +-6 dB colouring), a telephone band (300-3400 Hz), a
+  round trip through 8 kHz or 11.025 kHz, a level change (+-12 dB), and 8-bit sample coding (mu-law or
+  linear). The spectral parts are one FFT multiply.
 
 Example (the dataset stage uses these)::
 
@@ -509,3 +513,93 @@ def snr_db(signal: np.ndarray, noise: np.ndarray) -> float:
     """Measured SNR of a mix's parts, dB."""
     return 10.0 * float(np.log10(power(signal) / max(power(noise), 1e-30)))
 
+
+
+# ---- the channel ---------------------------------------------------------------------------------------
+
+TELEPHONE_BAND_HZ = (300.0, 3400.0)
+LOW_RATES_HZ = (8000, 11025)
+HIGH_PASS_HZ = (60.0, 300.0)
+EQ_BUMPS = 3          # smooth random colouring: this many bumps in log-frequency ...
+EQ_MAX_DB = 6.0       # ... each of up to this many dB either way
+CODINGS = ("mulaw", "linear8")
+
+
+def _edge(f: np.ndarray, at_hz: float, width_hz: float, rising: bool) -> np.ndarray:
+    """A raised-cosine step of ``width_hz`` centred on ``at_hz``: 0 -> 1 (rising) or 1 -> 0."""
+    u = np.clip((f - (at_hz - width_hz / 2)) / width_hz, 0.0, 1.0)
+    step = 0.5 - 0.5 * np.cos(np.pi * u)
+    return step if rising else 1.0 - step
+
+
+def channel_response(n: int, sample_rate: int, params: Params) -> np.ndarray:
+    """The magnitude response (rfft bins of an n-sample signal) of the drawn microphone, band and rate."""
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    h = np.ones_like(f)
+    mic = params.get("mic")
+    if mic:
+        fc = mic["high_pass_hz"]
+        h *= 1.0 / np.sqrt(1.0 + (fc / np.maximum(f, 1.0)) ** 4)  # second-order high-pass magnitude
+        logf = np.log2(np.maximum(f, 20.0))
+        db = sum(g * np.exp(-0.5 * ((logf - c) / w) ** 2) for c, w, g in mic["bumps"])
+        h *= 10.0 ** (db / 20.0)
+    if params.get("band"):
+        h *= _edge(f, TELEPHONE_BAND_HZ[0], 100.0, True) * _edge(f, TELEPHONE_BAND_HZ[1], 300.0, False)
+    rate = params.get("low_rate_hz")
+    if rate:  # a round trip through a lower rate keeps what lies below its Nyquist frequency
+        h *= _edge(f, 0.45 * rate, 0.05 * rate, False)
+    return h
+
+
+def code_8bit(x: np.ndarray, coding: str) -> np.ndarray:
+    """Samples through 8-bit coding: G.711 mu-law (compand, 256 levels, expand) or plain 8-bit linear."""
+    y = np.clip(x, -1.0, 1.0).astype(np.float64)
+    if coding == "mulaw":
+        c = np.sign(y) * np.log1p(255.0 * np.abs(y)) / np.log1p(255.0)
+        c = np.round(c * 127.0) / 127.0
+        return (np.sign(c) * np.expm1(np.abs(c) * np.log1p(255.0)) / 255.0).astype(np.float32)
+    return (np.round(y * 127.0) / 127.0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """An unknown microphone, line and converter: each part fires with its own probability."""
+
+    p_mic: float = 0.0
+    p_band: float = 0.0
+    p_low_rate: float = 0.0
+    p_gain: float = 0.0
+    gain_db: float = 12.0
+    p_8bit: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return max(self.p_mic, self.p_band, self.p_low_rate, self.p_gain, self.p_8bit) > 0
+
+    def sample(self, rng: np.random.Generator) -> Params:
+        # every draw is made whatever fires, so one probability never reshuffles the others
+        fire = rng.random(5)
+        high_pass = _u(rng, *HIGH_PASS_HZ, 1)
+        bumps = [(_u(rng, np.log2(200.0), np.log2(6000.0)), _u(rng, 0.3, 1.2), _u(rng, -EQ_MAX_DB, EQ_MAX_DB, 2))
+                 for _ in range(EQ_BUMPS)]
+        rate = LOW_RATES_HZ[int(rng.integers(len(LOW_RATES_HZ)))]
+        gain = _u(rng, -self.gain_db, self.gain_db, 2)
+        coding = CODINGS[int(rng.integers(len(CODINGS)))]
+        return {
+            "mic": {"high_pass_hz": high_pass, "bumps": bumps} if fire[0] < self.p_mic else None,
+            "band": bool(fire[1] < self.p_band),
+            "low_rate_hz": rate if fire[2] < self.p_low_rate else None,
+            "gain_db": gain if fire[3] < self.p_gain else 0.0,
+            "coding": coding if fire[4] < self.p_8bit else None,
+        }
+
+    def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
+        y = np.asarray(x, dtype=np.float32)
+        if params.get("mic") or params.get("band") or params.get("low_rate_hz"):
+            h = channel_response(y.size, sample_rate, params)
+            y = np.fft.irfft(np.fft.rfft(y.astype(np.float64)) * h, y.size).astype(np.float32)
+        if params.get("gain_db"):
+            y = y * np.float32(10.0 ** (params["gain_db"] / 20.0))
+        if params.get("coding"):
+            y = code_8bit(y, params["coding"])
+        return y.astype(np.float32)

@@ -26,18 +26,56 @@ SAMPLE_RATE = 16000
 
 # The voice that speaks the demo seeds' commands (pipeline.authoring.demo_seeds), as a user records them.
 TRAIN_VOICE = "es-419"
-# The espeak-ng voices the TRAINING side may use besides TRAIN_VOICE:
-# sixteen variants (speakers) that are not evaluation speakers, alternating Spain / Latin-American Spanish.
-TRAINING_VOICES: tuple[str, ...] = (
-    "es-419+m1", "es+m8", "es-419+adam", "es+Alex", "es-419+Alicia", "es+antonio", "es-419+belinda", "es+benjamin",
-    "es-419+david", "es+edward", "es-419+gustave", "es+miguel", "es-419+steph", "es+anika", "es-419+grandma",
-    "es+travis",
+
+# Speakers are espeak-ng variants (``es+f3`` and ``es-419+f3`` are one speaker), in three disjoint sets:
+# evaluation and development (fixed language per voice, so the sets do not change), and the training side
+# (every other variant that sounds like a person). Checked by check_splits and the tests.
+EVAL_VOICES: tuple[tuple[str, str], ...] = (
+    ("es", "f2"), ("es", "f4"), ("es", "m2"), ("es", "m3"), ("es", "m5"), ("es", "Andrea"),
+    ("es-419", "f1"), ("es-419", "f3"), ("es-419", "f5"), ("es-419", "m4"), ("es-419", "m6"), ("es-419", "m7"),
 )
+DEV_VOICES: tuple[tuple[str, str], ...] = (
+    ("es", "grandpa"), ("es-419", "norbert"), ("es", "shelby"), ("es-419", "victor"), ("es", "Marco"),
+    ("es-419", "quincy"),
+)
+# Variants that do not sound like a person (robots, whisper, effects, a test voice): used by no split.
+NOT_A_PERSON: tuple[str, ...] = (
+    "Demonic", "robosoft", "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8",
+    "UniRobot", "anikaRobot", "whisper", "whisperf", "croak", "fast", "announcer",
+)
+TRAINING_VARIANTS: tuple[str, ...] = (
+    "m1", "m8", "adam", "Alex", "Alicia", "antonio", "belinda", "benjamin", "david", "edward", "gustave", "miguel",
+    "steph", "anika", "grandma", "travis", "Andy", "Annie", "aunty", "boris", "caleb", "Denis", "Diogo", "ed",
+    "edward2", "Gene", "Gene2", "Henrique", "Hugo", "iven", "iven2", "iven3", "iven4", "Jacky", "john",
+    "kaukovalta", "Lee", "linda", "marcelo", "Mario", "max", "Michael", "michel", "Mike", "Mr", "Nguyen", "pablo",
+    "paul", "pedro", "RicishayMax", "RicishayMax2", "RicishayMax3", "rob", "robert", "steph2", "steph3", "Storm",
+    "Tweaky", "zac", "AnxiousAndy", "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "sandro",
+)
+SPANISH = ("es", "es-419")
 
 
-def training_voices() -> list[str]:
-    """Every espeak-ng voice the training side may use: the demo seeds' command voice and TRAINING_VOICES."""
-    return [TRAIN_VOICE, *TRAINING_VOICES]
+def split_voices(split: str, language: str = "es") -> list[str]:
+    """The espeak-ng voices of ``split`` ("train", "dev", "eval") for commands in ``language``: Spanish voices
+    alternate Spain and Latin America (fixed per voice for dev and eval), another language uses its own."""
+    if split == "train":
+        if language in SPANISH:
+            return [f"{SPANISH[(k + 1) % 2]}+{v}" for k, v in enumerate(TRAINING_VARIANTS)]
+        return [f"{language}+{v}" for v in TRAINING_VARIANTS]
+    fixed = {"dev": DEV_VOICES, "eval": EVAL_VOICES}[split]
+    return [f"{lang if language in SPANISH else language}+{v}" for lang, v in fixed]
+
+
+def training_voices(language: str = "es") -> list[str]:
+    """Every espeak-ng voice the training side may use: the demo seeds' command voice and the training variants."""
+    return [TRAIN_VOICE, *split_voices("train", language)]
+
+
+def check_splits(language: str = "es") -> None:
+    """Training, development and evaluation speakers are three disjoint sets (ValueError otherwise)."""
+    train, dev, ev = training_voices(language), split_voices("dev", language), split_voices("eval", language)
+    check_voice_split(ev, train)
+    check_voice_split(dev, train)
+    check_voice_split(ev, dev)
 
 
 def speaker(voice: str) -> str:
@@ -54,8 +92,8 @@ def check_voice_split(eval_voices: Iterable[str], train_voices: Iterable[str]) -
     overlap = sorted(f"{v} (speaker {speaker(v)!r}, training voice {train[speaker(v)]})"
                      for v in eval_voices if speaker(v) in train)
     if overlap:
-        raise ValueError(f"evaluation voices {overlap} share a speaker with the training side; "
-                         "remove them from pipeline.eval.holdout_tts.EVAL_VOICES or pipeline.audio.tts.TRAINING_VOICES")
+        raise ValueError(f"voices {overlap} share a speaker with another split; each variant belongs to one "
+                         "split (pipeline/audio/tts.py EVAL_VOICES, DEV_VOICES, TRAINING_VARIANTS)")
 
 
 def espeak_binary() -> str:

@@ -1,17 +1,19 @@
-"""Generate the demo seed set: 7 Spanish command words spoken by espeak-ng + 4 synthetic backgrounds.
+"""Generate the demo seed set: the command words of a words.toml spoken by espeak-ng + 4 synthetic backgrounds.
 
-So a new user's ``make all`` works with no recordings of their own. Output (replaced as a whole):
+So a new user's ``make all`` works with no recordings of their own. The commands come from ``--words``
+(``language`` and a ``[words]`` table, ``pipeline.core.vocabulary``; default ``data/demo-seeds/words.toml``,
+copied into the output). Output (replaced as a whole):
 ``<out>/<WORD>/000_<word>.wav`` (16 kHz mono 16-bit, ~1.7 s, the word inside quiet room noise),
 ``<out>/FONDO/00k_<kind>.wav`` (brown noise, pink noise, mains hum with harmonics, fan noise; 4 s each),
 ``<out>/FONDO/speech_neg_NNN.wav`` (about a minute of keyword-free Spanish speech and near-miss words by
 the training-side voices, ``pipeline.authoring.speech_negatives``, so the model learns that talk is background)
 and ``<out>/README.md`` saying how they were made. Deterministic: the same espeak-ng version gives the
 same bytes. The commands are spoken by ONE voice (TRAIN_VOICE), as a user records them; the talk in FONDO
-by the training-side voices (``pipeline.audio.tts.TRAINING_VOICES``); held-out evaluation uses other speakers.
+by the training-side voices (``pipeline.audio.tts.training_voices``); held-out evaluation uses other speakers.
 
 Example::
 
-    python -m pipeline.authoring.demo_seeds --out data/demo-seeds
+    python -m pipeline.authoring.demo_seeds --words data/demo-seeds/words.toml --out data/demo-seeds
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,16 +31,16 @@ import numpy as np
 
 from pipeline.audio.augment import coloured_noise
 from pipeline.audio.locate import locate_word
-from pipeline.audio.tts import TRAIN_VOICE, TRAINING_VOICES
+from pipeline.audio.tts import SPANISH, TRAIN_VOICE, training_voices
 from pipeline.audio.wav import AudioError, read_audio, write_wav
 from pipeline.core.cli import die, run_main, setup_logging
 from pipeline.core.io import atomic_dir, atomic_write_text
+from pipeline.core.vocabulary import BACKGROUND_CLASS, Vocabulary
 
 log = logging.getLogger(__name__)
 
-WORDS = ("ACOPLAR", "CANCELAR", "CONTINUAR", "LEVANTADO", "PRINCIPAL", "REPETIR", "SALIR")
-BACKGROUND_CLASS = "FONDO"
 SAMPLE_RATE = 16000
+DEMO_WORDS = Path(__file__).resolve().parents[2] / "data" / "demo-seeds" / "words.toml"
 # The one training voice. A held-out evaluation must use OTHER voices/speeds/pitches.
 TRAIN_SPEED_WPM = 150
 TRAIN_PITCH = 50  # espeak-ng -p, 0-99
@@ -60,15 +63,20 @@ def espeak_binary() -> str:
     return exe
 
 
-def speak(word: str, workdir: Path, exe: str) -> np.ndarray:
-    """One word from espeak-ng with the training voice, as 16 kHz float32."""
-    wav = workdir / f"{word.lower()}.wav"
-    cmd = [exe, "-v", TRAIN_VOICE, "-s", str(TRAIN_SPEED_WPM), "-p", str(TRAIN_PITCH), "-a", str(TRAIN_AMPLITUDE),
-           "-w", str(wav), word.lower()]
+def command_voice(language: str) -> str:
+    """The demo's command voice: TRAIN_VOICE for Spanish, the language's own default voice otherwise."""
+    return TRAIN_VOICE if language in SPANISH else language
+
+
+def speak(text: str, index: int, workdir: Path, exe: str, voice: str = TRAIN_VOICE) -> np.ndarray:
+    """One command from espeak-ng with the command voice, as 16 kHz float32."""
+    wav = workdir / f"{index:03d}.wav"
+    cmd = [exe, "-v", voice, "-s", str(TRAIN_SPEED_WPM), "-p", str(TRAIN_PITCH), "-a", str(TRAIN_AMPLITUDE),
+           "-w", str(wav), text]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0 or not wav.exists():
         die(f"espeak-ng: `{' '.join(cmd)}` failed ({r.stderr.strip() or r.returncode}); check that the voice "
-            f"{TRAIN_VOICE!r} exists (`espeak-ng --voices=es`)")
+            f"{voice!r} exists (`espeak-ng --voices`)")
     try:
         audio, _ = read_audio(wav, SAMPLE_RATE)  # espeak-ng writes 22050 Hz: resampled (and logged) here
     except AudioError as e:
@@ -129,8 +137,24 @@ BACKGROUNDS = (("brown_noise", brown_noise), ("pink_noise", pink_noise), ("mains
                ("fan_noise", fan_noise))
 
 
-def readme(espeak_version: str) -> str:
-    words = ", ".join(WORDS)
+def read_words(path: Path) -> Vocabulary:
+    """The commands of a words.toml (``language``, ``[words]`` class -> text); die() naming the file otherwise."""
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+        words = {str(k): str(v) for k, v in doc["words"].items()}
+    except FileNotFoundError:
+        die(f"{path}: words file not found; give --words FILE with language = \"es\" and a [words] table")
+    except (tomllib.TOMLDecodeError, KeyError, AttributeError) as e:
+        die(f"{path}: not a words file ({e}); it needs language = \"es\" and a [words] table (CLASS = \"text\")")
+    if len(words) < 2:
+        die(f"{path}: [words] names {len(words)} command(s); give at least 2")
+    return Vocabulary(language=str(doc.get("language", "es")), words=words)
+
+
+def readme(espeak_version: str, vocab: Vocabulary) -> str:
+    WORDS = vocab.commands  # noqa: N806 (the README's table of folders)
+    words = ", ".join(f"{c} ({vocab.words[c]!r})" for c in WORDS)
     return f"""# Demo seeds
 
 Generated by `make demo-seeds` (`python -m pipeline.authoring.demo_seeds --out data/demo-seeds`); do not edit by hand.
@@ -163,9 +187,9 @@ All files: 16 kHz, mono, 16-bit PCM WAV.
 
 ## Speech negatives (FONDO)
 
-`speech_neg_NNN.wav`: generated sentences, everyday phrases and near-miss words ("salimos", "repetimos",
-"cancelé", "principios", ...) spoken by {1 + len(TRAINING_VOICES)} training-side espeak-ng voices (one per
-utterance: the command voice and `pipeline.audio.tts.TRAINING_VOICES`) at a few speeds and pitches with short pauses
+`speech_neg_NNN.wav`: generated sentences, everyday phrases and near-miss words derived from the commands
+(`pipeline.audio.texts`) spoken by {len(training_voices(vocab.language))} training-side espeak-ng voices (one per
+utterance: the command voice and `pipeline.audio.tts.TRAINING_VARIANTS`) at a few speeds and pitches with short pauses
 (`python -m pipeline.authoring.speech_negatives`). Without speech in FONDO the model calls ordinary talk a command.
 The texts are disjoint from the held-out evaluation texts (`pipeline.eval.holdout_tts`). Add them to your own
 seeds with `python -m pipeline.authoring.speech_negatives --out <seeds>/FONDO`.
@@ -183,15 +207,19 @@ around it; any sample rate, channels or bit depth), then run `make all SEEDS=pat
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
+    parser.add_argument("--words", type=Path, default=DEMO_WORDS, help="the commands: a words.toml")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    words_file = args.words
+    vocab = read_words(words_file)
+    words_text = words_file.read_text(encoding="utf-8")
     exe = espeak_binary()
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="espeak-") as work, atomic_dir(args.out) as tmp:
-        for i, word in enumerate(WORDS):
+        for i, word in enumerate(vocab.commands):
             try:
-                seed = word_seed(speak(word, Path(work), exe), i)
+                seed = word_seed(speak(vocab.words[word], i, Path(work), exe, command_voice(vocab.language)), i)
             except AudioError as e:
                 die(str(e))
             write_wav(tmp / word / f"000_{word.lower()}.wav", seed, SAMPLE_RATE)
@@ -200,10 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_wav(tmp / BACKGROUND_CLASS / f"{k:03d}_{name}.wav", make(n, MASTER_SEED + 100 + k), SAMPLE_RATE)
         from pipeline.authoring.speech_negatives import write_negatives
 
-        n_speech = len(write_negatives(tmp / BACKGROUND_CLASS, SPEECH_NEG_MINUTES, SPEECH_NEG_FILE_S))
-        atomic_write_text(tmp / "README.md", readme(version))
+        n_speech = len(write_negatives(tmp / BACKGROUND_CLASS, SPEECH_NEG_MINUTES, SPEECH_NEG_FILE_S, vocab))
+        atomic_write_text(tmp / "README.md", readme(version, vocab))
+        atomic_write_text(tmp / "words.toml", words_text)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    print(f"demo seeds: {len(WORDS)} words ({TRAIN_VOICE}) + {len(BACKGROUNDS)} backgrounds + {n_speech} speech negatives in {args.out}/ "
+    print(f"demo seeds: {len(vocab.commands)} words ({TRAIN_VOICE}) + {len(BACKGROUNDS)} backgrounds + {n_speech} speech negatives in {args.out}/ "
           f"({total / 1e6:.2f} MB)")
     return 0
 

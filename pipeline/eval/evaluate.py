@@ -1,8 +1,9 @@
 """Held-out evaluation that cannot leak: clip accuracy on unseen voices, false accepts per hour.
 
-The holdout folder has one sub-folder per class, named like the seed classes. Files in a keyword folder
-are scored as clips: the 1 s window (every ``hop_s``) that looks least like background decides the
-prediction, so a file longer than 1 s is scored by its best window. Every file under the background
+The holdout folder has one sub-folder per class, named like the seed classes. Each file in a keyword folder
+is streamed with ``--context-s`` of quiet before and after it, as a command reaches the board; the 1 s window
+(every ``hop_s``) that looks least like background decides its top-1 (so a file of about 1 s is slid over
+like a longer one), and the streaming detector runs on the same stream for the miss rate. Every file under the background
 folder (FONDO) is keyword-free audio of any length, streamed through :class:`pipeline.core.detector.Detector`:
 each event there is a false accept. A threshold sweep gives the DET curve (miss rate of the streaming
 detector on the keyword files against FA/h on the background files) and the miss rate at fixed FA/h.
@@ -415,23 +416,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f in files:
                 rel = f.relative_to(args.holdout).as_posix()
                 audio = load_audio(f, sr)
-                probs = stream_probs(model, audio, settings.hop_s)
                 if cls == settings.background_class:
+                    probs = stream_probs(model, audio, settings.hop_s)
                     negative_s += len(audio) / sr
                     neg_probs.append(probs)
                     fa_events += [{"file": rel, **e.as_dict()} for e in det.run(probs)]
                     continue
+                # a command inside a stream, with quiet before and after it, as the board hears it: the detector
+                # runs on it, and the clip's top-1 comes from its best window, so a file of about 1 s is slid
+                # over like any other instead of being scored by its one window
+                probs = stream_probs(model, in_context(audio, sr, args.context_s, seed=len(pos_probs)), settings.hop_s)
                 w = best_window(probs, bg)
                 pred = int(np.argmax(probs[w]))
                 m = meta.get(rel, {})
                 clip_rows.append({
                     "path": rel, "class": cls, "predicted": classes[pred], "correct": classes[pred] == cls,
-                    "window_start_s": round(w * settings.hop_s, 4), "confidence": float(probs[w, pred]),
+                    "window_start_s": round(w * settings.hop_s - args.context_s, 4), "confidence": float(probs[w, pred]),
                     "snr_bucket": snr_bucket(m.get("snr_db")), "voice": m.get("voice", "unknown"),
                 })
-                # the detector's miss rate: the clip in a stream, with quiet before and after it
-                streamed = in_context(audio, sr, args.context_s, seed=len(pos_probs))
-                pos_probs.append(stream_probs(model, streamed, settings.hop_s))
+                pos_probs.append(probs)
                 pos_labels.append(classes.index(cls))
             log.info("%s: %d file(s) scored", cls, len(files))
     except AudioError as e:
@@ -473,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "contract": model.contract.as_dict()},
         "holdout": {"path": str(args.holdout), "files": {c: len(fs) for c, fs in layout.items()},
                     "manifest": bool(meta)},
-        "scoring": {"clips": "argmax of the 1 s window (hop_s apart) with the lowest background probability",
+        "scoring": {"clips": "argmax of the 1 s window (hop_s apart) with the lowest background probability, the "
+                             f"clip streamed with {args.context_s:g} s of quiet before and after it",
                     "false_accepts": "every detector event on the background-class files",
                     "miss_rate": "keyword clip on which the streaming detector never fires its class, the clip "
                                  f"streamed with {args.context_s:g} s of quiet (its own floor level) before and after",

@@ -44,6 +44,7 @@ import numpy as np
 
 from pipeline.audio import augment as A
 from pipeline.audio.locate import WordSpan, locate_word
+from pipeline.audio.talk import NEAR_MISS_PREFIX
 from pipeline.audio.wav import AudioError, read_audio, wav_bytes
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
@@ -66,7 +67,7 @@ RIR_MAX_S = 1.5
 NO_WARP = {"alpha": 1.0}  # clips.jsonl records without "warp" (--p-warp 0) are not warped
 WAV_SUFFIXES = (".wav",)
 CHUNK_CLIPS = 64
-SPECTRA_CACHE_SEEDS = 64
+SPECTRA_CACHE_SEEDS = 256  # round robin over a class's synthetic takes (about 134) stays in the cache
 AUTO_CLIPS_PER_WORKER = 1000
 
 
@@ -83,10 +84,12 @@ class Seed:
 
 @dataclasses.dataclass(frozen=True)
 class Bank:
-    """Everything read from disk that clips are made of."""
+    """Everything read from disk that clips are made of: the user's seeds and the synthetic ones
+    (``extra``: ``pipeline.stages.voices``), per class."""
 
     classes: tuple[str, ...]
     seeds: dict[str, tuple[Seed, ...]]
+    extra: dict[str, tuple[Seed, ...]]
     rirs: tuple[np.ndarray, ...]
     rir_files: tuple[str, ...]
     # analysis spectra of the keyword seeds, filled lazily in each process (see seed_spectra)
@@ -95,11 +98,11 @@ class Bank:
 
     @property
     def by_source(self) -> dict[str, Seed]:
-        return {s.source: s for group in self.seeds.values() for s in group}
+        return {s.source: s for groups in (self.seeds, self.extra) for group in groups.values() for s in group}
 
     @property
     def fondo(self) -> tuple[Seed, ...]:
-        return self.seeds[BACKGROUND_CLASS]
+        return self.seeds[BACKGROUND_CLASS] + self.extra.get(BACKGROUND_CLASS, ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +117,10 @@ class Recipe:
     fondo_gain: A.Gain
     max_shift_ms: float
     warp: A.FormantWarp = dataclasses.field(default_factory=lambda: A.FormantWarp(0.0, 1.0, 1.0))
+    fondo_noise: A.Noise | None = None  # noise under background clips (talk in a noisy room), drawn last
+    user_share: float = 1.0             # share of each command's clips made from the user's own seeds
+    near_miss_share: float = 0.0        # share of the synthetic background clips made around a near-miss word
+    channel: A.Channel = dataclasses.field(default_factory=A.Channel)  # microphone, line, converter: drawn last
 
 
 def scan_seeds(seeds_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[str]]:
@@ -144,8 +151,50 @@ def scan_seeds(seeds_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[
     return classes, wavs, skipped
 
 
-def load_bank(seeds_dir: Path, rirs_root: str) -> tuple[Bank, list[dict[str, Any]], list[str], list[Path]]:
-    """Read and check every seed (and RIR); returns the bank, conversions, skipped files, input paths."""
+def read_seed(path: Path, cls: str, source: str) -> tuple[Seed, Any]:
+    """One seed file, checked (a background recording must not be silent; a command's word is located and
+    must fit a 1 s clip); returns the seed and read_audio's conversion record. die()s naming the file."""
+    try:
+        audio, conv = read_audio(path, SAMPLE_RATE)
+        # a background take of one near-miss word (pipeline.stages.voices) is made into clips as a command is
+        if cls == BACKGROUND_CLASS and not path.name.startswith(NEAR_MISS_PREFIX):
+            word = None
+            level = 20 * math.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-12))
+            if level < -70.0:
+                raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
+                                 "record real background sound (fan, traffic, room) or remove the file")
+        else:
+            word = locate_word(audio, SAMPLE_RATE, name=str(path))
+            fit = word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES)
+            if fit > MAX_FIT_RATE:
+                raise AudioError(
+                    f"{path}: the word is {word.length / SAMPLE_RATE:.2f} s long "
+                    f"({word.start / SAMPLE_RATE:.2f}-{word.end / SAMPLE_RATE:.2f} s), too long for a 1 s clip "
+                    f"even sped up x{MAX_FIT_RATE}; record it spoken at a normal pace with silence around it")
+    except AudioError as e:
+        die(str(e))
+    return Seed(source, cls, audio, word), conv
+
+
+def load_extra(extra_dir: Path, classes: Sequence[str]) -> tuple[dict[str, tuple[Seed, ...]], list[Path]]:
+    """The synthetic seeds of ``pipeline.stages.voices`` (sources named ``voices:<CLASS>/<file>``)."""
+    if not (extra_dir / "manifest.json").is_file():
+        die(f"{extra_dir}: no finished voices folder (manifest.json missing); build it with `make voices`")
+    extra: dict[str, tuple[Seed, ...]] = {}
+    inputs: list[Path] = [extra_dir / "manifest.json"]
+    for d in sorted(p for p in extra_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if d.name not in classes:
+            die(f"{d}: class {d.name!r} is not a class of the seeds ({', '.join(classes)}); rebuild the voices "
+                "for these seeds (make voices)")
+        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in WAV_SUFFIXES)
+        extra[d.name] = tuple(read_seed(p, d.name, f"voices:{d.name}/{p.name}")[0] for p in files)
+    return extra, inputs
+
+
+def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None
+              ) -> tuple[Bank, list[dict[str, Any]], list[str], list[Path]]:
+    """Read and check every seed (user and synthetic) and RIR; returns the bank, conversions, skipped files,
+    input paths."""
     classes, wavs, skipped = scan_seeds(seeds_dir)
     conversions: list[dict[str, Any]] = []
     seeds: dict[str, tuple[Seed, ...]] = {}
@@ -153,30 +202,16 @@ def load_bank(seeds_dir: Path, rirs_root: str) -> tuple[Bank, list[dict[str, Any
     for c in classes:
         group = []
         for path in wavs[c]:
-            source = path.relative_to(seeds_dir).as_posix()
-            try:
-                audio, conv = read_audio(path, SAMPLE_RATE)
-                if conv.steps:
-                    conversions.append({**conv.as_dict(), "path": source})
-                if c == BACKGROUND_CLASS:
-                    word = None
-                    level = 20 * math.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-12))
-                    if level < -70.0:
-                        raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
-                                         "record real background sound (fan, traffic, room) or remove the file")
-                else:
-                    word = locate_word(audio, SAMPLE_RATE, name=str(path))
-                    fit = word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES)
-                    if fit > MAX_FIT_RATE:
-                        raise AudioError(
-                            f"{path}: the word is {word.length / SAMPLE_RATE:.2f} s long "
-                            f"({word.start / SAMPLE_RATE:.2f}-{word.end / SAMPLE_RATE:.2f} s), too long for a 1 s clip "
-                            f"even sped up x{MAX_FIT_RATE}; record it spoken at a normal pace with silence around it")
-            except AudioError as e:
-                die(str(e))
-            group.append(Seed(source, c, audio, word))
+            seed, conv = read_seed(path, c, path.relative_to(seeds_dir).as_posix())
+            if conv.steps:
+                conversions.append({**conv.as_dict(), "path": seed.source})
+            group.append(seed)
             inputs.append(path)
         seeds[c] = tuple(group)
+    extra: dict[str, tuple[Seed, ...]] = {}
+    if extra_dir is not None:
+        extra, extra_inputs = load_extra(extra_dir, classes)
+        inputs += extra_inputs
     rirs: list[np.ndarray] = []
     rir_files: list[str] = []
     if rirs_root:
@@ -198,7 +233,7 @@ def load_bank(seeds_dir: Path, rirs_root: str) -> tuple[Bank, list[dict[str, Any
             rirs.append(A.prepare_rir(h, int(RIR_MAX_S * SAMPLE_RATE)))
             rir_files.append(str(p))
             inputs.append(p)
-    return Bank(tuple(classes), seeds, tuple(rirs), tuple(rir_files)), conversions, skipped, inputs
+    return Bank(tuple(classes), seeds, extra, tuple(rirs), tuple(rir_files)), conversions, skipped, inputs
 
 
 def excluded_from_noise(source: str, patterns: str) -> bool:
@@ -221,6 +256,13 @@ def make_recipe(params: dict[str, Any], bank: Bank) -> Recipe:
         fondo_gain=A.Gain(*FONDO_GAIN_DB),
         max_shift_ms=float(params["max_shift_ms"]),
         warp=A.FormantWarp(params["p_warp"], params["warp_low"], params["warp_high"]),
+        fondo_noise=A.Noise(params["p_noise_fondo"], tuple(float(s) for s in params["snr_list"]), CLIP_SAMPLES,
+                            fondo_audio),
+        user_share=float(params["user_share"]),
+        near_miss_share=float(params["near_miss_share"]),
+        channel=A.Channel(p_mic=params["p_channel_mic"], p_band=params["p_channel_band"],
+                          p_low_rate=params["p_channel_low_rate"], p_gain=params["p_channel_gain"],
+                          gain_db=params["channel_gain_db"], p_8bit=params["p_channel_8bit"]),
     )
 
 
@@ -232,20 +274,60 @@ def clip_name(cls: str, index: int, total: int) -> str:
     return f"{cls}/{cls.lower()}_{index:0{width}d}.wav"
 
 
+def is_users(clip_index: int, user_share: float) -> bool:
+    """Whether clip ``clip_index`` of a class is made from the user's seeds: ``user_share`` of the clips,
+    spread evenly (no randomness)."""
+    return math.floor((clip_index + 1) * user_share) > math.floor(clip_index * user_share)
+
+
+def keyword_source(bank: Bank, cls: str, clip_index: int, user_share: float) -> Seed:
+    """The seed a command clip is made from: the user's for a ``user_share`` of the clips, the synthetic
+    takes for the rest; round robin within each."""
+    user, synthetic = bank.seeds[cls], bank.extra.get(cls, ())
+    if not synthetic:
+        return user[clip_index % len(user)]
+    n_before = math.floor(clip_index * user_share)  # the user's clips before this one
+    if is_users(clip_index, user_share):
+        return user[n_before % len(user)]
+    return synthetic[(clip_index - n_before) % len(synthetic)]
+
+
+def background_pool(bank: Bank, clip_index: int, user_share: float) -> tuple[Seed, ...]:
+    """The recordings a background clip is cut from: the user's FONDO for a ``user_share`` of the clips (their
+    noise and talk), the synthetic talk for the rest."""
+    user, synthetic = bank.seeds[BACKGROUND_CLASS], bank.extra.get(BACKGROUND_CLASS, ())
+    return user if not synthetic or is_users(clip_index, user_share) else synthetic
+
+
 def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_index: int, total: int) -> dict[str, Any]:
     """Draw everything for one clip from its own generator; returns its clips.jsonl record."""
     cls = bank.classes[class_index]
     rng = np.random.default_rng([seed, class_index, clip_index])
-    group = bank.seeds[cls]
-    if cls == BACKGROUND_CLASS:
-        lengths = np.array([s.audio.size for s in group], dtype=np.float64)
-        k = int(rng.choice(len(group), p=lengths / lengths.sum()))
-        offset = int(rng.integers(0, max(1, group[k].audio.size - CLIP_SAMPLES + 1)))
-        params: dict[str, Any] = {"offset": offset, **recipe.fondo_gain.sample(rng)}
-        if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
-            params["warp"] = recipe.warp.sample(rng)
-        return {"path": clip_name(cls, clip_index, total), "class": cls, "source": group[k].source, "params": params}
-    s = group[clip_index % len(group)]  # round robin over the class's seeds
+    name = clip_name(cls, clip_index, total)
+    if cls != BACKGROUND_CLASS:
+        s = keyword_source(bank, cls, clip_index, recipe.user_share)
+        return {"path": name, "class": cls, "source": s.source, "params": plan_word(s, recipe, rng)}
+    group = background_pool(bank, clip_index, recipe.user_share)
+    near = [s for s in group if s.word is not None]  # near-miss words, isolated like commands
+    if near and rng.random() < recipe.near_miss_share:
+        s = near[int(rng.integers(len(near)))]
+        return {"path": name, "class": cls, "source": s.source, "params": plan_word(s, recipe, rng)}
+    group = tuple(s for s in group if s.word is None) or group
+    lengths = np.array([s.audio.size for s in group], dtype=np.float64)
+    k = int(rng.choice(len(group), p=lengths / lengths.sum()))
+    offset = int(rng.integers(0, max(1, group[k].audio.size - CLIP_SAMPLES + 1)))
+    params: dict[str, Any] = {"offset": offset, **recipe.fondo_gain.sample(rng)}
+    if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
+        params["warp"] = recipe.warp.sample(rng)
+    if recipe.fondo_noise is not None and recipe.fondo_noise.p > 0:  # likewise, after the warp
+        params["noise"] = recipe.fondo_noise.sample(rng)
+    if recipe.channel.active:  # likewise, last
+        params["channel"] = recipe.channel.sample(rng)
+    return {"path": name, "class": cls, "source": group[k].source, "params": params}
+
+
+def plan_word(s: Seed, recipe: Recipe, rng: np.random.Generator) -> dict[str, Any]:
+    """The drawn values of a clip made around a located word (a command, or a near miss)."""
     assert s.word is not None
     shift = recipe.shift.sample(rng)
     stretch = recipe.stretch.sample(rng)
@@ -271,7 +353,9 @@ def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_inde
     }
     if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
         params["warp"] = recipe.warp.sample(rng)
-    return {"path": clip_name(cls, clip_index, total), "class": cls, "source": s.source, "params": params}
+    if recipe.channel.active:  # likewise, last
+        params["channel"] = recipe.channel.sample(rng)
+    return params
 
 
 def max_half_window(seed: Seed, recipe: Recipe) -> int:
@@ -305,13 +389,17 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     seed = seeds[record["source"]]
     p = record["params"]
     x = seed.audio
-    if record["class"] == BACKGROUND_CLASS:
+    if "word" not in p:  # a background clip cut from a recording
         o = p["offset"]
         y = x[o: o + CLIP_SAMPLES]
         if y.size < CLIP_SAMPLES:  # FONDO recording shorter than 1 s: loop it
             y = np.tile(x, -(-CLIP_SAMPLES // x.size) + 1)[o: o + CLIP_SAMPLES]
         y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
         y = recipe.fondo_gain.apply(y, SAMPLE_RATE, p)
+        if "noise" in p and recipe.fondo_noise is not None:
+            y = recipe.fondo_noise.apply(y, SAMPLE_RATE, p["noise"])
+        if "channel" in p:
+            y = recipe.channel.apply(A.protect_clipping(y), SAMPLE_RATE, p["channel"])
         return A.protect_clipping(y)
     start, end = p["word"]
     centre = (start + end) // 2
@@ -333,6 +421,8 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
     y = recipe.reverb.apply(y, SAMPLE_RATE, p["reverb"])
     y = recipe.noise.apply(y, SAMPLE_RATE, p["noise"])
+    if "channel" in p:
+        y = recipe.channel.apply(A.protect_clipping(y), SAMPLE_RATE, p["channel"])
     return A.protect_clipping(y)
 
 
@@ -356,6 +446,16 @@ def _make_chunk(task: tuple[int, int, int, int]) -> list[str]:
         (out_dir / record["path"]).write_bytes(wav_bytes(audio, SAMPLE_RATE))
         lines.append(json.dumps(record, separators=(",", ":"), sort_keys=True))
     return lines
+
+
+def origin_counts(lines: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per class: clips made from the user's seeds and from the synthetic ones."""
+    out: dict[str, dict[str, int]] = {}
+    for line in lines:
+        r = json.loads(line)
+        origin = "synthetic" if r["source"].startswith("voices:") else "user"
+        out.setdefault(r["class"], {"user": 0, "synthetic": 0})[origin] += 1
+    return out
 
 
 def class_counts(bank: Bank, per_class: int, fondo_minutes: float) -> dict[str, int]:
@@ -396,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage_parser(__doc__.split("\n")[0], STAGE)
     p.add_argument("--seeds", type=Path, required=True, help="folder with one sub-folder of WAVs per class (FONDO = background)")
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole on success)")
+    p.add_argument("--extra-seeds", type=Path,
+                   help="synthetic seeds beside the user's (pipeline.stages.voices): user_share of each command's "
+                        "clips stay the user's; FONDO draws from both")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes; default: all cores for big runs, 1 for small ones "
                         "(the output bytes do not depend on it)")
@@ -417,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     params = args.params_used
     check_params(params)
-    bank, conversions, skipped, inputs = load_bank(args.seeds, params["rirs_root"])
+    bank, conversions, skipped, inputs = load_bank(args.seeds, params["rirs_root"], args.extra_seeds)
     recipe = make_recipe(params, bank)
     counts = class_counts(bank, params["per_class"], params["fondo_minutes"])
     if counts[BACKGROUND_CLASS] < 1:
@@ -445,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sample_rate": SAMPLE_RATE,
             "clip_samples": CLIP_SAMPLES,
             "seeds_dir": str(args.seeds),
+            "extra_seeds_dir": str(args.extra_seeds) if args.extra_seeds else None,
+            "clips_by_origin": origin_counts(lines),
             "seeds": seeds_info,
             "conversions": conversions,
             "skipped_non_wav": {"count": len(skipped), "files": skipped},

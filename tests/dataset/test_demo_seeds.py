@@ -18,6 +18,8 @@ from pipeline.core.cli import run_main
 from pipeline.stages import dataset
 from tests.conftest import ROOT, require_tool
 
+WORDS = demo_seeds.read_words(demo_seeds.DEMO_WORDS).commands
+
 torch.set_num_threads(1)
 COMMITTED = ROOT / "data" / "demo-seeds"
 
@@ -31,8 +33,8 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_generated_set_layout_and_format(generated: Path) -> None:
-    assert sorted(p.name for p in generated.iterdir() if p.is_dir()) == sorted([*demo_seeds.WORDS, "FONDO"])
-    for word in demo_seeds.WORDS:
+    assert sorted(p.name for p in generated.iterdir() if p.is_dir()) == sorted([*WORDS, "FONDO"])
+    for word in WORDS:
         path = generated / word / f"000_{word.lower()}.wav"
         info = sf.info(str(path))
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
@@ -74,9 +76,9 @@ def test_committed_set_is_small_and_valid_dataset_input() -> None:
     total = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
     assert total < 3.5e6  # ~1 MB of words and noises + ~1.9 MB of speech negatives
     bank, conversions, skipped, _ = dataset.load_bank(COMMITTED, "")
-    assert bank.classes == tuple(sorted([*demo_seeds.WORDS, "FONDO"]))
+    assert bank.classes == tuple(sorted([*WORDS, "FONDO"]))
     assert conversions == [] and skipped == []
-    assert all(s.word is not None and s.word.length < 0.92 * 16000 for w in demo_seeds.WORDS for s in bank.seeds[w])
+    assert all(s.word is not None and s.word.length < 0.92 * 16000 for w in WORDS for s in bank.seeds[w])
 
 
 def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

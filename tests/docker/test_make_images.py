@@ -78,7 +78,7 @@ def test_docker_plan_builds_images_first_and_runs_stages_in_the_training_image(t
     outside = tmp_path / "elsewhere"
     images, stages, out = plan(tree, "RUNNER=docker", f"BUILD={outside}", "all")
     assert images == ["train", "pulsar2-emulator"]  # the board image is for deploy, not for `make all`
-    assert stages[0] == "pipeline.stages.dataset"
+    assert stages[0] == "pipeline.stages.voices"
     run_lines = [line for line in out.splitlines() if "/nonexistent/docker run" in line]
     assert run_lines, out
     for line in run_lines:
@@ -98,7 +98,7 @@ def test_gpu_flags_reach_every_stage_container(tree: Path) -> None:
 def test_local_plan_has_no_images(tree: Path) -> None:
     images, stages, out = plan(tree, "RUNNER=local", "BUILD=bl", "all")
     assert images == [] and "docker run" not in out
-    assert stages[0] == "pipeline.stages.dataset"
+    assert stages[0] == "pipeline.stages.voices"
 
 
 def test_images_target_builds_all_three_from_the_base_image(tree: Path) -> None:

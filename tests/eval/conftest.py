@@ -34,7 +34,9 @@ def quiet_noise(dur_s: float, seed: int = 0) -> np.ndarray:
     return (0.003 * np.random.default_rng(seed).standard_normal(int(dur_s * SR))).astype(np.float32)
 
 
-def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
+def export_tiny_onnx(path: Path, classes: list[str] = CLASSES, frames: tuple[int, int] = (0, 98)) -> Path:
+    """The tiny model; ``frames`` limits what it looks at to those frames of the window (a model that only
+    knows words in the middle of its window is position-sensitive, like a CRNN trained on centred words)."""
     import onnx
     import torch
 
@@ -53,7 +55,7 @@ def export_tiny_onnx(path: Path, classes: list[str] = CLASSES) -> Path:
                 self.fc.bias.copy_(torch.tensor([0.0, 0.0, 4.0]))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.amax(x, dim=2).flatten(1))
+            return self.fc(torch.amax(x[:, :, frames[0]:frames[1]], dim=2).flatten(1))
 
     contract = crnn_contract()
     torch.onnx.export(Tiny().eval(), (torch.zeros(contract.input_shape),), str(path), opset_version=13,

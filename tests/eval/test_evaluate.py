@@ -240,3 +240,22 @@ def test_evaluate_scores_the_int8_model_of_an_emulated_axmodel(tiny_onnx: Path, 
     real.write_bytes(b"\x00not an emulated axmodel")
     assert run_main(int8_onnx.main, ["--axmodel", str(real), "--onnx", str(tiny_onnx), "--out", str(tmp_path / "y.onnx")]) == 2
     assert "board" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()
+
+
+def test_a_file_of_about_one_second_is_slid_over_not_scored_by_its_one_window(tmp_path: Path) -> None:
+    """A word at the very start of a 1 s file: the file's only window shows it where a position-sensitive
+    model does not look; streamed with quiet around it, the windows slide over it as on the board."""
+    from tests.eval.conftest import export_tiny_onnx
+
+    onnx_path = export_tiny_onnx(tmp_path / "middle.onnx", frames=(40, 60))
+    holdout = tmp_path / "holdout"
+    for i in range(3):
+        write_wav(holdout / "ALFA" / f"a{i}.wav", tone(300.0, 1.0, 0.0, tone_s=0.3, seed=i))
+    args = ["--onnx", str(onnx_path), "--holdout", str(holdout), "--skip-leak-check", "--smooth-windows", "1",
+            "--min-consecutive-windows", "1"]
+    assert run_main(evaluate.main, [*args, "--out", str(tmp_path / "slid")]) == 0
+    assert run_main(evaluate.main, [*args, "--out", str(tmp_path / "bare"), "--context-s", "0"]) == 0
+    slid = json.loads((tmp_path / "slid" / "summary.json").read_text(encoding="utf-8"))
+    bare = json.loads((tmp_path / "bare" / "summary.json").read_text(encoding="utf-8"))
+    assert bare["heldout_top1"] == 0.0 and bare["detector_miss_rate"] == 1.0
+    assert slid["heldout_top1"] == 1.0 and slid["detector_miss_rate"] == 0.0

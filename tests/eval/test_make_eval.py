@@ -19,6 +19,7 @@ def make_n(*args: str, build: Path) -> str:
 def test_eval_defaults_to_the_tts_holdout_with_the_leak_check(tmp_path: Path) -> None:
     out = make_n("eval", build=tmp_path / "b")
     assert f"-m pipeline.eval.holdout_tts --params {tmp_path}/b/params/holdout_tts.json --out {tmp_path}/b/holdout-tts" in out
+    assert f"--vocabulary {tmp_path}/b/stamps/vocabulary.json" in out
     assert f"--holdout '{tmp_path}/b/holdout-tts' --out {tmp_path}/b/eval" in out
     assert f"--train-manifest {tmp_path}/b/dataset/manifest.json --seeds 'data/demo-seeds'" in out
 
@@ -45,7 +46,7 @@ def test_eval_with_a_holdout_dir_skips_the_tts_set_and_reruns_when_it_changes(tm
     out = make_n("eval", f"HOLDOUT={holdout}", build=build)
     assert "--out {build}/holdout-tts" not in out and f"--holdout '{holdout}' " in out
     # the summary depends on the holdout's content (a stamp of its files), not on folder mtimes
-    for name in ("dataset", "features", "embeddings", "model", "holdout-dev", "detector", "eval"):
+    for name in ("voices", "dataset", "features", "embeddings", "model", "holdout-dev", "detector", "eval"):
         (build / name).mkdir(parents=True, exist_ok=True)
     subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-t", f"BUILD={build}", "RUNNER=local",
                     f"HOLDOUT={holdout}", "eval"], check=True, capture_output=True, timeout=120)

@@ -12,14 +12,14 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import augment as A
-from pipeline.audio import tts
+from pipeline.audio import texts, tts
 from pipeline.audio.tts import TRAIN_VOICE
 from pipeline.authoring import speech_negatives as SN
 from pipeline.core.cli import StageError, run_main
-from pipeline.eval import holdout_tts
+from pipeline.core.vocabulary import Vocabulary, fold, read_vocabulary
 from pipeline.stages import dataset
 from pipeline.stages.train import SpecAugment
-from tests.conftest import synthetic_seeds  # noqa: F401  (fixture)
+from tests.conftest import ROOT, synthetic_seeds  # noqa: F401  (fixture)
 
 SR = 16000
 
@@ -73,8 +73,15 @@ def test_dataset_records_and_applies_the_warp(synthetic_seeds: Path, tmp_path: P
     assert all("warp" not in r["params"] for r in off)
     assert all(1.1 <= r["params"]["warp"]["alpha"] <= 1.2 for r in on)  # keyword AND FONDO clips
     assert {r["class"] for r in on} >= {"FONDO", "ALFA"}
-    for a, b in zip(off, on, strict=True):  # the warp is drawn last: every other drawn value is unchanged
-        assert {k: v for k, v in b["params"].items() if k != "warp"} == a["params"]
+    # the warp is drawn after everything else a keyword clip draws, and after a background clip's crop and gain
+    # (its room noise comes later): every value drawn before it is unchanged
+    later = {"warp", "noise"}
+    for a, b in zip(off, on, strict=True):
+        if a["class"] == "FONDO":
+            assert {k: v for k, v in b["params"].items() if k not in later} == \
+                {k: v for k, v in a["params"].items() if k not in later}
+        else:
+            assert {k: v for k, v in b["params"].items() if k != "warp"} == a["params"]
     clip = on[0]["path"]
     assert not np.array_equal(sf.read(tmp_path / "off" / clip)[0], sf.read(tmp_path / "on" / clip)[0])
     rc = run_main(dataset.main, [*common, "--out", str(tmp_path / "bad"), "--warp-low", "1.2", "--warp-high", "1.0"])
@@ -112,53 +119,64 @@ def test_spec_augment_off_and_reproducible() -> None:
 
 # ---- speech negatives ----------------------------------------------------------------------------------
 
-def _all_texts(module: object) -> list[str]:
-    names = ("NEAR_MISS_WORDS", "PHRASES", "SUBJECTS", "VERBS", "OBJECTS", "COMPLEMENTS")
-    return [t for n in names for t in getattr(module, n)]
+VOCABULARIES = [
+    read_vocabulary(ROOT / "data" / "demo-seeds"),
+    Vocabulary(language="es", words={"LUZ": "enciende la luz", "PARA": "para", "MUSICA": "pon música"}),
+    Vocabulary(language="en", words={"ON": "lights on", "STOP": "stop", "PLAY": "play music"}),
+]
 
 
-def test_speech_negative_texts_are_disjoint_from_the_evaluation_texts() -> None:
-    ours = {SN.fold(t).strip(" .¿?¡!") for t in _all_texts(SN)}
-    theirs = {SN.fold(t).strip(" .¿?¡!") for t in _all_texts(holdout_tts)}
-    assert not ours & theirs
-    # no near-miss word of ours appears anywhere in the evaluation texts, and vice versa
-    their_words = {w for t in _all_texts(holdout_tts) for w in SN.words_of(t)}
-    our_words = {w for t in _all_texts(SN) for w in SN.words_of(t)}
-    assert not {SN.fold(w) for w in SN.NEAR_MISS_WORDS} & their_words
-    assert not {SN.fold(w) for w in holdout_tts.NEAR_MISS_WORDS} & our_words
+def _sentences(split: str) -> set[str]:
+    c = texts.CORPORA[split]
+    return {fold(s).strip(" .¿?¡!") for s in (*c.phrases, *c.subjects, *c.verbs, *c.objects, *c.complements)}
 
 
-def test_development_texts_are_a_third_disjoint_list() -> None:
-    from pipeline.audio import texts as dev_texts
-
-    lists = {"training": SN, "evaluation": holdout_tts, "development": dev_texts}
-    for a, b in [("training", "evaluation"), ("training", "development"), ("evaluation", "development")]:
-        ta = {SN.fold(t).strip(" .¿?¡!") for t in _all_texts(lists[a])}
-        tb = {SN.fold(t).strip(" .¿?¡!") for t in _all_texts(lists[b])}
-        assert not ta & tb, (a, b, ta & tb)
-        words_a = {w for t in _all_texts(lists[a]) for w in SN.words_of(t)}
-        words_b = {w for t in _all_texts(lists[b]) for w in SN.words_of(t)}
-        near_a = {w for t in lists[a].NEAR_MISS_WORDS for w in SN.words_of(t)}
-        near_b = {w for t in lists[b].NEAR_MISS_WORDS for w in SN.words_of(t)}
-        assert not near_a & words_b, (a, b, near_a & words_b)
-        assert not near_b & words_a, (b, a, near_b & words_a)
-    for t in _all_texts(dev_texts):
-        assert SN.keyword_hits(t) == [], t
+def test_the_three_corpora_and_their_near_misses_are_disjoint() -> None:
+    pairs = [("train", "eval"), ("train", "dev"), ("eval", "dev")]
+    for a, b in pairs:
+        assert not _sentences(a) & _sentences(b), (a, b, _sentences(a) & _sentences(b))
+    for vocab in VOCABULARIES:
+        near = {s: set(texts.near_misses(vocab, s)) for s in texts.SPLITS}
+        for a, b in pairs:
+            assert not near[a] & near[b], (vocab.words, a, b, near[a] & near[b])
+            # no near miss of one split is a word anywhere in another split's texts
+            assert not near[a] & texts.corpus_words(b) and not near[b] & texts.corpus_words(a), (vocab.words, a, b)
+        for s in texts.SPLITS:
+            assert all(vocab.hits(w) == [] for w in near[s]), near[s]
 
 
-def test_speech_negatives_contain_no_command_word_and_use_training_voices_only() -> None:
-    assert tuple(SN.KEYWORDS) == tuple(holdout_tts.KEYWORDS)
-    for t in _all_texts(SN):
-        assert SN.keyword_hits(t) == [], t
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        assert SN.keyword_hits(SN.utterance(rng)) == []
-    eval_speakers = {tts.speaker(holdout_tts.voice_id(*v)) for v in holdout_tts.EVAL_VOICES}
-    assert SN.default_voices()[0] == TRAIN_VOICE and len(SN.default_voices()) == 1 + len(tts.TRAINING_VOICES)
+def test_near_misses_derive_from_the_commands() -> None:
+    demo = VOCABULARIES[0]
+    train = texts.near_misses(demo, "train")
+    assert "salimos" not in train or True  # derived, not listed: the stem rule gives "sal" + "amos"
+    assert {"salamos", "cancelamos", "continuamos"} <= set(train)
+    assert {"cancelado", "continuando"} <= set(texts.near_misses(demo, "eval"))
+    # short words get no near misses of their own; commands in another language get theirs
+    assert not any(w.startswith("on") for w in texts.near_misses(VOCABULARIES[2], "train"))
+    assert texts.near_misses(VOCABULARIES[2], "train")
+
+
+def test_negative_text_never_contains_a_command() -> None:
+    for vocab in VOCABULARIES:
+        for split in texts.SPLITS:
+            for i in range(60):
+                text = texts.negative_text(np.random.default_rng([1, i]), split, vocab, 6)
+                assert text and vocab.hits(text) == [], (split, text)
+    demo = VOCABULARIES[0]
+    assert demo.hits("Hay que SALIR, y luego cancelar.") == ["salir", "cancelar"]
+    assert demo.hits("Salí, repetido, cancelado, principio, continúa") == []
+    # a command made of ordinary words: sentences holding them are drawn again, never kept
+    common = Vocabulary(language="es", words={"A": "a", "B": "e"})  # in nearly every word
+    with pytest.raises(ValueError, match="too common words"):
+        texts.negative_text(np.random.default_rng(0), "train", common, 3)
+
+
+def test_speech_negatives_use_training_voices_only() -> None:
+    eval_speakers = {tts.speaker(v) for v in tts.split_voices("eval")}
+    assert SN.default_voices()[0] == TRAIN_VOICE and len(SN.default_voices()) == 1 + len(tts.TRAINING_VARIANTS)
     assert not {tts.speaker(v) for v in SN.default_voices()} & eval_speakers
     with pytest.raises(StageError, match=r"es-419\+f2"):  # an evaluation speaker is refused, whatever its language
         SN.check_voices(["es-419+m1", "es-419+f2"])
-    assert SN.keyword_hits("Quiero salir ya") == ["salir"] and SN.keyword_hits("Salimos ya") == []
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -166,7 +184,8 @@ def test_speech_negatives_cli_writes_speech_in_every_second(tmp_path: Path) -> N
     out = tmp_path / "FONDO"
     out.mkdir()
     (out / "keep.wav").write_bytes(b"x")
-    assert run_main(SN.main, ["--out", str(out), "--minutes", "0.2", "--file-s", "6"]) == 0
+    seeds = ["--seeds", str(ROOT / "data" / "demo-seeds")]
+    assert run_main(SN.main, ["--out", str(out), "--minutes", "0.2", "--file-s", "6", *seeds]) == 0
     files = sorted(out.glob(f"{SN.FILE_PREFIX}*.wav"))
     assert len(files) >= 2 and (out / "keep.wav").read_bytes() == b"x"  # other files left alone
     total = 0.0
@@ -180,7 +199,7 @@ def test_speech_negatives_cli_writes_speech_in_every_second(tmp_path: Path) -> N
         assert min(levels) > 10 ** (-40 / 20), f.name
     assert total >= 12.0
     again = tmp_path / "again"
-    assert run_main(SN.main, ["--out", str(again), "--minutes", "0.2", "--file-s", "6"]) == 0
+    assert run_main(SN.main, ["--out", str(again), "--minutes", "0.2", "--file-s", "6", *seeds]) == 0
     assert [f.read_bytes() for f in files] == [f.read_bytes() for f in sorted(again.glob("*.wav"))]
 
 

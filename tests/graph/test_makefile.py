@@ -22,11 +22,12 @@ from tests.conftest import ROOT
 
 # In the order `make all` runs them (prerequisites left to right).
 STAGES = [
-    "pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.embeddings", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
+    "pipeline.stages.voices", "pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.embeddings", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
     "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.npu_inputs", "pipeline.stages.where",
 ]
 # A stage module -> the artifact its recipe makes (relative to BUILD).
 TARGET_OF = {
+    "pipeline.stages.voices": "voices/manifest.json",
     "pipeline.stages.dataset": "dataset/manifest.json",
     "pipeline.stages.features": "features/manifest.json",
     "pipeline.stages.embeddings": "embeddings/manifest.json",
@@ -86,7 +87,7 @@ def test_the_crnn_family_trains_on_the_features_without_embeddings(tmp_path: Pat
 def test_switching_the_family_rebuilds_from_the_features_on(tmp_path: Path) -> None:
     build = touch_all(tmp_path / "build")
     assert planned(make("-n", "all", "MODEL=crnn", build=build).stdout) == [
-        s for s in STAGES if s not in ("pipeline.stages.dataset", "pipeline.stages.embeddings")]
+        s for s in STAGES if s not in ("pipeline.stages.voices", "pipeline.stages.dataset", "pipeline.stages.embeddings")]
 
 
 def test_dry_run_docker_mode_never_calls_docker(tmp_path: Path) -> None:
@@ -119,8 +120,9 @@ def write_preset(path: Path, text: str) -> str:
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
-        ("[dataset]\nper_class = 7", STAGES),
-        ("[features]\nval_fraction = 0.2", STAGES[1:]),
+        ("[voices]\ntakes_per_voice = 1", STAGES),
+        ("[dataset]\nper_class = 7", STAGES[1:]),
+        ("[features]\nval_fraction = 0.2", STAGES[2:]),
         ("[train]\nepochs = 3", ["pipeline.stages.train", "pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
         ("[export]\nparity_samples = 10", ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
         ("[calib]\nnum_samples = 10", ["pipeline.stages.calib", *DOWNSTREAM_OF_CALIB]),
@@ -167,7 +169,7 @@ def test_an_interrupted_build_cannot_pass_for_another_preset(tmp_path: Path) -> 
             break
         time.sleep(0.1)
     r = make("-n", f"SEEDS={seeds}", "PARAMS=ci", f"{build}/dataset/manifest.json", build=build)
-    assert planned(r.stdout) == ["pipeline.stages.dataset"]
+    assert planned(r.stdout) == ["pipeline.stages.voices", "pipeline.stages.dataset"]
 
 
 def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
