@@ -84,8 +84,8 @@ STAGE_MODULES := pipeline.stages.voices pipeline.stages.dataset pipeline.stages.
                  pipeline.stages.export \
                  pipeline.stages.calib pipeline.stages.npu_inputs pipeline.stages.where pulsar2.config pulsar2.build \
                  pulsar2.quant_report pulsar2.int8_onnx pipeline.eval.holdout_tts pipeline.eval.detector_calib \
-                 pipeline.eval.evaluate
-PROJECT_PY    := $(wildcard pipeline/*.py pipeline/*/*.py pulsar2/*.py pulsar2/*/*.py)
+                 pipeline.eval.evaluate device.runtime.pack
+PROJECT_PY    := $(wildcard pipeline/*.py pipeline/*/*.py pulsar2/*.py pulsar2/*/*.py device/*.py device/*/*.py)
 DEPS_MK       := .make/deps.mk
 ifneq ($(GOALS),)
 include $(DEPS_MK)
@@ -135,12 +135,15 @@ AXMODEL    := $(B)/pulsar2/output/compiled.axmodel
 # axmodel but before it was checked is not mistaken for a finished one.
 AXMODEL_MAN := $(B)/pulsar2/output/manifest.json
 QUANT      := $(B)/reports/quant_report.json
+HOLDOUT_DEV := $(B)/holdout-dev/manifest.json
+DETECTOR   := $(B)/detector/settings.json
+RUNTIME    := $(B)/runtime/runtime.json
 INDEX      := $(B)/artifacts.txt
 
 .PHONY: all voices dataset features embeddings train onnx calib npu-inputs config axmodel quant-report \
         demo-seeds test clean help where holdout-tts holdout-dev detector eval eval-int8
 
-all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs
+all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs, detector, runtime
 voices: $(VOICES)              ## the commands and keyword-free talk by synthetic speakers (espeak-ng)
 dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
 features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,n_mels]
@@ -201,7 +204,11 @@ $(NPU_INPUTS): $(FEATURES) $(call PARAM,npu_inputs) $(DEPS_pipeline.stages.npu_i
 	$(RUN) -m pipeline.stages.npu_inputs --params $(call PARAM,npu_inputs) --features $(<D) --out $(@D)
 
 # The artifact index: printed (and kept) once everything else is built.
-$(INDEX): $(AXMODEL_MAN) $(QUANT) $(NPU_INPUTS) $(DEPS_pipeline.stages.where)
+# What the board runtime needs besides the axmodel (classes, contract, mel filterbank, calibrated detector).
+$(RUNTIME): $(ONNX) $(DETECTOR) $(DEPS_device.runtime.pack) $(TRAIN_IMAGE)
+	$(RUN) -m device.runtime.pack --onnx $(ONNX) --settings $(DETECTOR) --out $(@D)
+
+$(INDEX): $(AXMODEL_MAN) $(QUANT) $(NPU_INPUTS) $(RUNTIME) $(DEPS_pipeline.stages.where)
 	$(PYTHON) -m pipeline.stages.where --build $(B) --out $@
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------
@@ -232,15 +239,13 @@ $(IMAGES)/pulsar2-emulator.id: docker/pulsar2-emulator.Dockerfile $(IMAGES)/trai
 	$(PYTHON) docker/build_image.py --name pulsar2-emulator --dockerfile $< --from-iidfile $(IMAGES)/train.id --iidfile $@
 
 $(BOARD_EMU): docker/board-emulator.Dockerfile docker/board-requirements.lock docker/smoke.py pulsar2/axmodel.py \
-              $(wildcard device/emulator/*.py device/emulator/*.sh)
+              $(wildcard device/emulator/*.py device/emulator/*.sh device/emulator/*/*.py)
 	$(PYTHON) docker/build_image.py --name board-emulator --dockerfile $< --base-image $(BASE_IMAGE) --iidfile $@
 
 # ---- evaluation ----------------------------------------------------------------------------------
 # make eval HOLDOUT=<dir>: one folder per class (FONDO = keyword-free audio); default: the TTS holdout.
 # The holdout path is remembered in a stamp so that switching HOLDOUT re-runs the evaluation.
 HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
-HOLDOUT_DEV   := $(B)/holdout-dev/manifest.json
-DETECTOR      := $(B)/detector/settings.json
 EVAL          := $(B)/eval/summary.json
 EVAL_INT8     := $(B)/eval-int8/summary.json
 INT8_ONNX     := $(B)/pulsar2/output/emulated_int8.onnx

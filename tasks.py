@@ -16,6 +16,9 @@ ns.add_collection(board_tasks.board)
 ns.add_task(board_tasks.deploy)
 ns.add_task(board_tasks.eval_npu)
 ns.add_task(board_tasks.bench)
+ns.add_task(board_tasks.listen)
+ns.add_task(board_tasks.service)
+ns.add_task(board_tasks.record)
 ns.add_collection(pulsar2_tasks.pulsar2)
 
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from device.bundle import collect_bundle
 from device.deploy import deploy
-from device.emulator.launch import BASE_PATH, free_port, install_emulator_bin, start_local_sshd
+from device.emulator.launch import board_environment, free_port, install_emulator_bin, start_local_sshd
 from device.evaluate import eval_npu
 from device.ssh import BoardSpec, connect, open_connection, run_script
 
@@ -61,7 +61,7 @@ def main() -> int:
         bin_dir = tmp / "bin"
         install_emulator_bin(bin_dir)
         (tmp / "home").mkdir()
-        board = start_local_sshd(tmp / "sshd", free_port(), {"board": {"PATH": f"{bin_dir}:{BASE_PATH}", "HOME": str(tmp / "home")}})
+        board = start_local_sshd(tmp / "sshd", free_port(), {"board": board_environment(tmp, bin_dir)})
         try:
             spec = BoardSpec("127.0.0.1", board.port, key_filename=str(board.client_key()), known_hosts=str(board.known_hosts))
             conn = open_connection(connect(spec))

@@ -8,6 +8,8 @@ Inputs (``BUILD`` = build)::
 Bundle tree (as on the board under ``<remote_root>/<bundle-id>/``)::
 
     model/compiled.axmodel  model/manifest.json  input/<k>/input.bin  list.txt  labels.csv  manifest.json  SHA256SUMS
+    runtime/{listen,frontend,engine,detector}.py  runtime/runtime.json  runtime/mel_fb.npy   (the board runtime,
+        when ``$BUILD/runtime`` exists: ``make all`` builds it, device.runtime.pack)
 
 ``bundle-id`` is the first 16 hex digits of the sha256 of ``SHA256SUMS`` (which lists every file's
 sha256), so unchanged artifacts give the same id and re-deploying transfers nothing.
@@ -57,6 +59,10 @@ class Bundle:
     labels: dict[str, Label]
     emulated: bool
     input_shape: tuple[int, ...]  # of one input.bin, float32 little-endian
+
+    @property
+    def has_runtime(self) -> bool:
+        return "runtime/runtime.json" in self.files
 
     @property
     def sums_text(self) -> str:
@@ -137,10 +143,23 @@ def collect_bundle(build: str | os.PathLike[str]) -> Bundle:
         if k not in labels:
             raise DeviceError(f"{files['labels.csv']}: no row for input {k!r}; rebuild with `make npu-inputs`")
         files[f"input/{k}/input.bin"] = p
+    files.update(_runtime_files(b / "runtime"))
     sums = {rel: sha256_file(p) for rel, p in files.items()}
     text = "".join(f"{h}  {rel}\n" for rel, h in sorted(sums.items()))
     bundle_id = hashlib.sha256(text.encode()).hexdigest()[:16]
     return Bundle(b, bundle_id, files, sums, ids, labels, axmodel.is_emulated(files["model/compiled.axmodel"]), shape)
+
+
+def _runtime_files(runtime: Path) -> dict[str, Path]:
+    """The board runtime's code and data, or nothing when ``make all`` has not built ``$BUILD/runtime``."""
+    from device.runtime.pack import CODE, MEL_FB
+
+    if not (runtime / "runtime.json").is_file():
+        return {}
+    files = {f"runtime/{name}": path for name, path in CODE.items()}
+    files["runtime/runtime.json"] = runtime / "runtime.json"
+    files[f"runtime/{MEL_FB}"] = _need(runtime / MEL_FB, "rebuild the runtime with `make all`")
+    return files
 
 
 def write_archive(bundle: Bundle, dest: Path) -> tuple[Path, str, int]:

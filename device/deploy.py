@@ -66,7 +66,8 @@ else
   if [ -e "$root/$id" ]; then
     mv -T "$root/$id" "$stage/replaced" || fail "cannot move the incomplete $root/$id aside"
   fi
-  mv -T "$stage/$id" "$root/$id" || fail "cannot move the bundle into place"
+  # a concurrent installer of the same bundle (two names for one board) may have moved its copy in first
+  mv -T "$stage/$id" "$root/$id" || [ -f "$root/$id/COMPLETE" ] || fail "cannot move the bundle into place"
 fi
 ln -sfn "$id" "$root/.current-$$" && mv -T "$root/.current-$$" "$root/current" || fail "cannot update $root/current"
 rm -rf "$stage" "$archive"

@@ -1,4 +1,5 @@
-"""Invoke tasks for the board: deploy, eval-npu, bench, board.emulator (thin wrappers over device.*).
+"""Invoke tasks for the board: deploy, eval-npu, bench, listen, service, record, board.emulator (thin wrappers
+over device.*).
 
 Board options default from ``invoke.yaml`` (gitignored, next to tasks.py), e.g.::
 
@@ -104,6 +105,116 @@ def bench(c, host=None, hosts=None, port=None, user=None, key=None, known_hosts=
         specs = _specs(c, host, hosts, port, user, key, known_hosts, accept_new_host_key, password_prompt)
         results = commands.bench_boards(specs, build, _root(c, remote_root), int(warmup), int(repeat))
         _finish(results, commands.format_bench(results))
+
+    _guard(go)
+
+
+def _one_board(c: Context, host, port, user, key, known_hosts, accept_new_host_key, password_prompt):
+    from device.ssh import connect, open_connection
+
+    specs = _specs(c, host, None, port, user, key, known_hosts, accept_new_host_key, password_prompt)
+    return open_connection(connect(specs[0]))
+
+
+def _remote_root(c: Context, remote_root: str | None) -> str:
+    from device.commands import DEFAULT_REMOTE_ROOT
+    from device.ssh import check_remote_root
+
+    return check_remote_root(_root(c, remote_root) or DEFAULT_REMOTE_ROOT)
+
+
+ONE_BOARD = {k: v for k, v in CONN_HELP.items() if k not in ("hosts", "build")}
+AUDIO_HELP = {"device": "ALSA capture device on the board (plughw:0,0, the LLM Kit's microphone)",
+              "format": "arecord sample format (S32_LE: the LLM Kit's driver garbles S16_LE capture)"}
+
+
+@task(help={**ONE_BOARD, **AUDIO_HELP, "wav": "a local WAV (16 kHz mono PCM) played to the runtime instead of the microphone",
+            "fast": "with --wav: as fast as it computes, not at real-time pace", "seconds": "stop after N seconds of audio",
+            "exec": "command the board runs per event, the class appended as its last argument",
+            "events-out": "also write the events here (JSON lines)", "stats": "print the runtime's per-hop timings"})
+def listen(c, host=None, port=None, user=None, key=None, known_hosts=None, accept_new_host_key=False,
+           password_prompt=False, remote_root=None, wav=None, fast=False, seconds=0.0, device=None, format=None,
+           exec=None, events_out=None, stats=False):
+    """Run the deployed board runtime (microphone or --wav), stream its events here; Ctrl-C stops it there too."""
+    from device import listen as listen_mod
+    from pipeline.core.io import atomic_write_text
+
+    def go():
+        if fast and not wav:
+            raise Exit("error: --fast needs --wav (the microphone runs at its own pace)", code=2)
+        conn = _one_board(c, host, port, user, key, known_hosts, accept_new_host_key, password_prompt)
+        try:
+            opts = listen_mod.listen_options(fast, float(seconds), device, format, exec, stats)
+            result = listen_mod.listen(conn, _remote_root(c, remote_root), wav, opts)
+        finally:
+            conn.close()
+        if events_out:
+            import json
+
+            atomic_write_text(events_out, "".join(json.dumps(e) + "\n" for e in result["events"]))
+        if result["stats"]:
+            import json
+
+            print(json.dumps({"stats": result["stats"]}))
+        print(f"{len(result['events'])} event(s){' (stopped)' if result['stopped'] else ''}", file=__import__("sys").stderr)
+
+    _guard(go)
+
+
+@task(help={**ONE_BOARD, **AUDIO_HELP, "enable": "install the systemd unit, start it now and at every boot",
+            "disable": "stop it and remove the unit", "status": "systemctl status + the last journal lines",
+            "exec": "command the board runs per event, the class appended as its last argument"})
+def service(c, host=None, port=None, user=None, key=None, known_hosts=None, accept_new_host_key=False,
+            password_prompt=False, remote_root=None, enable=False, disable=False, status=False, device=None,
+            format=None, exec=None):
+    """The board runtime as a systemd service on <remote-root>/current (restarted on failure, journal logs)."""
+    from device import listen as listen_mod
+    from device import service as service_mod
+
+    def go():
+        chosen = [a for a, on in (("enable", enable), ("disable", disable), ("status", status)) if on]
+        if len(chosen) != 1:
+            raise Exit("error: give exactly one of --enable, --disable, --status", code=2)
+        conn = _one_board(c, host, port, user, key, known_hosts, accept_new_host_key, password_prompt)
+        try:
+            opts = listen_mod.listen_options(device=device, fmt=format, exec_cmd=exec)
+            result = service_mod.service(conn, _remote_root(c, remote_root), chosen[0], opts)
+        finally:
+            conn.close()
+        print(result["text"])
+        if chosen[0] == "status" and not result["active"]:
+            raise Exit(f"{service_mod.UNIT_NAME}.service is not active", code=3)
+
+    _guard(go)
+
+
+@task(help={**ONE_BOARD, **AUDIO_HELP, "class": "the command (seed folder name), e.g. SALIR; FONDO for background",
+            "takes": "number of takes", "seconds": "length of each take (whole seconds)",
+            "seeds": "the seeds folder the takes go into (then: make all SEEDS=<it>)"})
+def record(c, host=None, port=None, user=None, key=None, known_hosts=None, accept_new_host_key=False,
+           password_prompt=False, remote_root=None, seeds=None, takes=5, seconds=2, device=None,
+           format=None, class_=None):
+    """Record takes on the board's microphone into <seeds>/<CLASS>/; silent, clipped or wordless takes are refused."""
+    from device import record as record_mod
+    from device.runtime.listen import DEFAULT_DEVICE
+    from pipeline.audio.features import load_contract
+
+    cls = class_
+
+    def go():
+        if not cls or not seeds:
+            raise Exit("error: give --class and --seeds, e.g. --class SALIR --seeds my-seeds", code=2)
+        conn = _one_board(c, host, port, user, key, known_hosts, accept_new_host_key, password_prompt)
+        try:
+            result = record_mod.record(conn, _remote_root(c, remote_root), Path(seeds), cls, int(takes), int(seconds),
+                                       device or DEFAULT_DEVICE, format or "S32_LE", load_contract().clip_samples)
+        finally:
+            conn.close()
+        print(f"{cls}: kept {len(result['kept'])} of {int(takes)} take(s) in {Path(seeds) / cls}")
+        for r in result["refused"]:
+            print(f"  refused {r['take']}: {r['reason']}")
+        if result["refused"]:
+            raise Exit(f"error: {len(result['refused'])} take(s) refused; record them again", code=2)
 
     _guard(go)
 

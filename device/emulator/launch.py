@@ -124,12 +124,33 @@ def _keygen(path: Path, comment: str) -> None:
 
 
 def install_emulator_bin(bin_dir: Path, python: str = sys.executable) -> Path:
-    """A private bin dir with ``ax_run_model`` (runs the emulator with ``python``) and ``python3``."""
+    """A private bin dir with the board's tools as EMULATORS, each run with ``python``: ``ax_run_model``,
+    ``arecord``, ``systemctl``, ``journalctl``, and ``python3`` itself (numpy, onnxruntime; the emulator's
+    ``axengine`` comes from PYTHONPATH, see :func:`board_environment`)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
-    tool = bin_dir / "ax_run_model"
-    tool.write_text(f"#!/bin/sh\nexec {shlex.quote(python)} {shlex.quote(str(EMULATOR_SCRIPT))} \"$@\"\n")
-    tool.chmod(0o755)
-    return tool
+    q = shlex.quote
+    tools = {
+        "ax_run_model": f"{q(python)} {q(str(EMULATOR_SCRIPT))}",
+        "arecord": f"{q(python)} {q(str(HERE / 'arecord.py'))}",
+        "systemctl": f"{q(python)} {q(str(HERE / 'systemctl.py'))}",
+        "journalctl": f"{q(python)} {q(str(HERE / 'systemctl.py'))} --journalctl",
+        "python3": q(python),
+    }
+    for name, cmd in tools.items():
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\nexec {cmd} \"$@\"\n")
+        tool.chmod(0o755)
+    return bin_dir / "ax_run_model"
+
+
+def board_environment(state_dir: Path, bin_dir: Path) -> dict[str, str]:
+    """The SSH session environment of the local emulator: its tools first on PATH, its own HOME, microphone
+    WAV, systemd state and unit folder (nothing of this machine's /etc or /var is touched)."""
+    return {
+        "PATH": f"{bin_dir}:{BASE_PATH}", "HOME": str(state_dir / "home"), "PYTHONPATH": str(HERE),
+        "AX_EMULATOR_MIC": str(state_dir / "mic.wav"), "AX_EMULATOR_SYSTEMD": str(state_dir / "systemd"),
+        "KWS_UNIT_DIR": str(state_dir / "systemd" / "system"),
+    }
 
 
 def _env_option(env: Mapping[str, str]) -> str:
@@ -240,7 +261,8 @@ def start_emulator(c: Context, state_dir: Path, port: int, image: str = DEFAULT_
     install_emulator_bin(bin_dir)
     (state_dir / "remote").mkdir(parents=True, exist_ok=True)
     (state_dir / "home").mkdir(parents=True, exist_ok=True)  # the 'board' user's HOME, not this machine's
-    return start_local_sshd(state_dir, port, {"board": {"PATH": f"{bin_dir}:{BASE_PATH}", "HOME": str(state_dir / "home")}})
+    (state_dir / "systemd" / "system").mkdir(parents=True, exist_ok=True)
+    return start_local_sshd(state_dir, port, {"board": board_environment(state_dir, bin_dir)})
 
 
 def stop_emulator(state_dir: Path) -> str:

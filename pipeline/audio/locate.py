@@ -32,6 +32,12 @@ COLLAR_MS = 30.0
 OTHER_WORD_ENERGY_FRACTION = 0.2
 # Seeds longer than this must hold one word (long takes with several words must be split).
 MULTI_WORD_CHECK_S = 10.0
+# A take with more than this fraction of its samples at full scale was clipped by the recording chain.
+CLIPPED_FRACTION = 0.001
+FULL_SCALE = 0.999
+# The word may fill this fraction of the clip (a margin at the edges), sped up at most MAX_FIT_RATE to fit.
+WORD_FIT_FRACTION = 0.92
+MAX_FIT_RATE = 1.75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,3 +132,21 @@ def locate_word(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "
     start = max(0, a * hop - collar)
     end = min(x.size, (b - 1) * hop + frame + collar)
     return WordSpan(start=start, end=end, peak_dbfs=peak, floor_dbfs=floor, n_sounds=len(sounds))
+
+
+def check_command_take(audio: np.ndarray, clip_samples: int, sample_rate: int = SAMPLE_RATE,
+                       name: str = "<audio>") -> WordSpan:
+    """The checks every recording of a command passes (the dataset's seeds, ``invoke record``'s takes):
+    not clipped, not silent, a word that stands out, short enough for a clip. AudioError says which and why."""
+    x = np.asarray(audio, dtype=np.float32)
+    at_full_scale = int(np.count_nonzero(np.abs(x) >= FULL_SCALE))
+    if x.size and at_full_scale > CLIPPED_FRACTION * x.size:
+        raise AudioError(f"{name}: clipped ({at_full_scale} samples at full scale, {100 * at_full_scale / x.size:.1f}%); "
+                         "record it again with the input gain lower or further from the microphone")
+    word = locate_word(x, sample_rate, name=name)
+    if word.length / (WORD_FIT_FRACTION * clip_samples) > MAX_FIT_RATE:
+        raise AudioError(
+            f"{name}: the word is {word.length / sample_rate:.2f} s long ({word.start / sample_rate:.2f}-"
+            f"{word.end / sample_rate:.2f} s), too long for a {clip_samples / sample_rate:g} s clip even sped up "
+            f"x{MAX_FIT_RATE}; record it spoken at a normal pace with silence around it")
+    return word

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import augment as A
-from pipeline.audio.locate import WordSpan, locate_word
+from pipeline.audio.locate import MAX_FIT_RATE, WORD_FIT_FRACTION, WordSpan, check_command_take
 from pipeline.audio.talk import NEAR_MISS_PREFIX
 from pipeline.audio.wav import AudioError, read_audio, wav_bytes
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
@@ -56,10 +56,6 @@ STAGE = "dataset"
 BACKGROUND_CLASS = "FONDO"
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000
-# The located word is fitted into this fraction of the window (the rest is a guard for onsets/decays).
-WORD_FIT_FRACTION = 0.92
-# Words needing more speed-up than this to fit in 1 s are refused (the recording is too slow/long).
-MAX_FIT_RATE = 1.75
 # Guard between the word and the window edge when limiting a shift, ms.
 EDGE_GUARD_MS = 25.0
 FONDO_GAIN_DB = (-12.0, 3.0)
@@ -164,13 +160,7 @@ def read_seed(path: Path, cls: str, source: str) -> tuple[Seed, Any]:
                 raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
                                  "record real background sound (fan, traffic, room) or remove the file")
         else:
-            word = locate_word(audio, SAMPLE_RATE, name=str(path))
-            fit = word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES)
-            if fit > MAX_FIT_RATE:
-                raise AudioError(
-                    f"{path}: the word is {word.length / SAMPLE_RATE:.2f} s long "
-                    f"({word.start / SAMPLE_RATE:.2f}-{word.end / SAMPLE_RATE:.2f} s), too long for a 1 s clip "
-                    f"even sped up x{MAX_FIT_RATE}; record it spoken at a normal pace with silence around it")
+            word = check_command_take(audio, CLIP_SAMPLES, SAMPLE_RATE, name=str(path))
     except AudioError as e:
         die(str(e))
     return Seed(source, cls, audio, word), conv

@@ -179,6 +179,8 @@ ARTIFACTS: list[tuple[str, Fact]] = [
     ("pulsar2/output/build.log", fact_lines("lines")),
     ("pulsar2/output/manifest.json", fact_p2_manifest),
     ("reports/quant_report.json", fact_quant),
+    ("detector/settings.json", fact_generic("model")),
+    ("runtime/runtime.json", fact_generic("detector_source")),
 ]
 
 

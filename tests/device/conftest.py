@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from device.emulator.launch import BASE_PATH, LoopbackBoard, free_port, install_emulator_bin, start_local_sshd
+from device.emulator.launch import BASE_PATH, LoopbackBoard, board_environment, free_port, install_emulator_bin, start_local_sshd
 from device.ssh import BoardSpec, connect, open_connection
 from tests.device.tiny_model import make_build
 
@@ -40,8 +40,9 @@ def loopback_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopbac
     (plain_bin / "ax_run_model").chmod(0o755)
     home = state / "home"  # its own HOME: the host root's ~/.bashrc (pyenv init, ~1 s) is not sourced per command
     home.mkdir()
+    (state / "systemd" / "system").mkdir(parents=True)
     clients = {
-        "board": {"PATH": f"{emu_bin}:{BASE_PATH}", "HOME": str(home), "AX_EMULATOR_CALL_LOG": str(state / "calls.log")},
+        "board": {**board_environment(state, emu_bin), "AX_EMULATOR_CALL_LOG": str(state / "calls.log")},
         "plain": {"PATH": f"{plain_bin}:{BASE_PATH}", "HOME": str(home)},
     }
     board = start_local_sshd(state, free_port(), clients)

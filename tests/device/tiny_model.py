@@ -71,3 +71,28 @@ def make_build(build: Path, n_inputs: int = 6, npu_mode: str = "NPU1", seed: int
     atomic_write_json(npu / "manifest.json", {"stage": "npu_inputs", "count": n_inputs, "classes": CLASSES,
                                             "shape": [1, 1, 98, 64], "input_bytes": 98 * 64 * 4})
     return build
+
+
+def make_listen_build(build: Path, settings: dict | None = None) -> Path:
+    """A build whose model reacts to sound (tests/eval's tone model: a 300 Hz tone is ALFA, 2 kHz BRAVO,
+    quiet noise FONDO) as both kws.onnx and the EMULATED axmodel, with detector settings and the board
+    runtime packed (device.runtime.pack), so deploy ships a runtime that fires on tones."""
+    from device.runtime.pack import pack
+    from pipeline.core.detector import DetectorSettings
+    from pipeline.core.io import sha256_file
+    from tests.eval.conftest import export_tiny_onnx
+
+    make_build(build, n_inputs=2)
+    onnx_path = export_tiny_onnx(build / "model" / "kws.onnx")
+    meta = {
+        "target_hardware": "AX620E", "npu_mode": "NPU1",
+        "input": {"name": "input", "shape": [1, 1, 98, 64], "dtype": "float32"},
+        "output": {"name": "output", "shape": [1, 3], "dtype": "float32"}, "compiler": "pulsar2-emulator test",
+    }
+    axmodel.write_emulated(build / "pulsar2" / "output" / "compiled.axmodel", onnx_path.read_bytes(), meta)
+    chosen = settings or DetectorSettings(smooth_windows=1, on_threshold=0.9, min_consecutive_windows=2).as_dict()
+    atomic_write_json(build / "detector" / "settings.json", {
+        "settings": chosen, "model": str(onnx_path), "model_sha256": sha256_file(onnx_path),
+        "calibration": {"fa_per_hour": 0.0}})
+    pack(onnx_path, build / "detector" / "settings.json", build / "runtime")
+    return build

@@ -33,7 +33,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     t = tmp_path_factory.mktemp("tree")
     shutil.copy(ROOT / "Makefile", t / "Makefile")
     # the sources make reads at parse time (it derives each stage's prerequisites from the import graph)
-    for package in ("pipeline", "pulsar2", "schemas"):
+    for package in ("pipeline", "pulsar2", "device", "schemas"):
         shutil.copytree(ROOT / package, t / package, ignore=shutil.ignore_patterns("__pycache__"))
     for rel in ("data/demo-seeds/ALFA/000.wav", "data/demo-seeds/FONDO/000.wav", "docker/requirements.lock",
                 "docker/board-requirements.lock", "pulsar2/emulator/cli.py", "device/emulator/ax_run_model.py"):

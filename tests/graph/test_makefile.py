@@ -23,7 +23,8 @@ from tests.conftest import ROOT
 # In the order `make all` runs them (prerequisites left to right).
 STAGES = [
     "pipeline.stages.voices", "pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.embeddings", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
-    "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.npu_inputs", "pipeline.stages.where",
+    "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.npu_inputs", "pipeline.eval.holdout_tts",
+    "pipeline.eval.detector_calib", "device.runtime.pack", "pipeline.stages.where",
 ]
 # A stage module -> the artifact its recipe makes (relative to BUILD).
 TARGET_OF = {
@@ -38,9 +39,15 @@ TARGET_OF = {
     "pulsar2.config": "pulsar2/kws_build_int8_config.json",
     "pulsar2.build": "pulsar2/output/manifest.json",
     "pulsar2.quant_report": "reports/quant_report.json",
+    "pipeline.eval.holdout_tts": "holdout-dev/manifest.json",
+    "pipeline.eval.detector_calib": "detector/settings.json",
+    "device.runtime.pack": "runtime/runtime.json",
     "pipeline.stages.where": "artifacts.txt",
 }
 DOWNSTREAM_OF_CALIB = ["pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.where"]
+NOT_THE_TTS_SETS = [s for s in STAGES if s != "pipeline.eval.holdout_tts"]  # they follow the commands, not the seed files
+DOWNSTREAM_OF_MODEL = ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB[:-1], "pipeline.eval.detector_calib",
+                       "device.runtime.pack", "pipeline.stages.where"]
 
 
 def make(*args: str, build: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +60,7 @@ def make(*args: str, build: Path, check: bool = True, **env: str) -> subprocess.
 
 def planned(stdout: str) -> list[str]:
     """The stage modules a `make -n` plan would run, in order."""
-    return re.findall(r"-m ((?!pipeline\.core\.|pulsar2\.choice)(?:pipeline|pulsar2)(?:\.\w+)+)", stdout)
+    return re.findall(r"-m ((?!pipeline\.core\.|pulsar2\.choice)(?:pipeline|pulsar2|device)(?:\.\w+)+)", stdout)
 
 
 def touch_all(build: Path, *args: str) -> Path:
@@ -87,7 +94,7 @@ def test_the_crnn_family_trains_on_the_features_without_embeddings(tmp_path: Pat
 def test_switching_the_family_rebuilds_from_the_features_on(tmp_path: Path) -> None:
     build = touch_all(tmp_path / "build")
     assert planned(make("-n", "all", "MODEL=crnn", build=build).stdout) == [
-        s for s in STAGES if s not in ("pipeline.stages.voices", "pipeline.stages.dataset", "pipeline.stages.embeddings")]
+        s for s in NOT_THE_TTS_SETS if s not in ("pipeline.stages.voices", "pipeline.stages.dataset", "pipeline.stages.embeddings")]
 
 
 def test_dry_run_docker_mode_never_calls_docker(tmp_path: Path) -> None:
@@ -120,11 +127,12 @@ def write_preset(path: Path, text: str) -> str:
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
-        ("[voices]\ntakes_per_voice = 1", STAGES),
-        ("[dataset]\nper_class = 7", STAGES[1:]),
-        ("[features]\nval_fraction = 0.2", STAGES[2:]),
-        ("[train]\nepochs = 3", ["pipeline.stages.train", "pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
-        ("[export]\nparity_samples = 10", ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB]),
+        ("[voices]\ntakes_per_voice = 1", NOT_THE_TTS_SETS),
+        ("[dataset]\nper_class = 7", NOT_THE_TTS_SETS[1:]),
+        ("[features]\nval_fraction = 0.2", NOT_THE_TTS_SETS[2:]),
+        ("[train]\nepochs = 3", ["pipeline.stages.train", *DOWNSTREAM_OF_MODEL]),
+        ("[export]\nparity_samples = 10", DOWNSTREAM_OF_MODEL),
+        ("[detector]\nrefractory_s = 2.0", ["pipeline.eval.detector_calib", "device.runtime.pack", "pipeline.stages.where"]),
         ("[calib]\nnum_samples = 10", ["pipeline.stages.calib", *DOWNSTREAM_OF_CALIB]),
         ("[npu_inputs]\nlimit = 10", ["pipeline.stages.npu_inputs", "pipeline.stages.where"]),
         ('[pulsar2]\nnpu_mode = "NPU2"', DOWNSTREAM_OF_CALIB),
@@ -195,8 +203,6 @@ def test_help_lists_the_aliases(tmp_path: Path) -> None:
 # Every make target whose recipe runs a project module -> (the target, relative to BUILD; extra make args).
 RECIPES = {
     **{m: (target, ()) for m, target in TARGET_OF.items()},
-    "pipeline.eval.holdout_tts": ("holdout-dev/manifest.json", ()),
-    "pipeline.eval.detector_calib": ("detector/settings.json", ()),
     "pipeline.eval.evaluate": ("eval/summary.json", ()),
     "pulsar2.int8_onnx": ("pulsar2/output/emulated_int8.onnx", ()),
 }
@@ -230,10 +236,10 @@ def test_seed_files_rebuild_the_dataset_by_content(tmp_path: Path) -> None:
     os.utime(first)  # touched, same bytes: nothing to rebuild
     assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == []
     shutil.copy(first, cls / "my take.wav")  # a new take, with a space in its name
-    assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == STAGES
+    assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == NOT_THE_TTS_SETS
     touch_all(build, f"SEEDS={seeds}")
     (cls / "my take.wav").unlink()  # a removed seed rebuilds too
-    assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == STAGES
+    assert planned(make("-n", "all", f"SEEDS={seeds}", build=build).stdout) == NOT_THE_TTS_SETS
 
 
 def test_a_loaded_pulsar2_image_rebuilds_the_axmodel_and_everything_after_it(tmp_path: Path) -> None:
