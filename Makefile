@@ -96,7 +96,7 @@ $(DEPS_MK): $(PROJECT_PY)
 # Stamps: their recipes run on every make invocation (also under make -n: the + prefix) and rewrite a stamp
 # only when its value changed. PARAM(stage) is that stage's resolved parameters, the --params of its recipe.
 PARAM_STAGES  := $(basename $(basename $(notdir $(wildcard schemas/params/*.schema.json))))
-PARAM_JSON    := $(foreach s,$(PARAM_STAGES),$(B)/params/$(s).json)
+PARAM_JSON    := $(foreach s,$(PARAM_STAGES) clip,$(B)/params/$(s).json)
 PARAM          = $(B)/params/$(1).json
 SEEDS_STAMP   := $(STAMPS)/seeds.json
 VOCABULARY    := $(STAMPS)/vocabulary.json
@@ -141,12 +141,12 @@ RUNTIME    := $(B)/runtime/runtime.json
 INDEX      := $(B)/artifacts.txt
 
 .PHONY: all voices dataset features embeddings train onnx calib npu-inputs config axmodel quant-report \
-        demo-seeds test clean help where holdout-tts holdout-dev detector eval eval-int8
+        demo-seeds demo-stream test test-fast lint clean help where holdout-tts holdout-dev detector eval eval-int8
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs, detector, runtime
 voices: $(VOICES)              ## the commands and keyword-free talk by synthetic speakers (espeak-ng)
-dataset: $(DATASET)            ## augmented 1 s clips + clips.jsonl
-features: $(FEATURES)          ## packed log-Mel features float32[N,1,98,n_mels]
+dataset: $(DATASET)            ## augmented clips (as long as the features' window) + clips.jsonl
+features: $(FEATURES)          ## packed log-Mel features float32[N,1,n_frames,n_mels]
 embeddings: $(EMBEDDINGS)      ## the speech embedding of every clip, computed once (MODEL=embedding)
 train: $(CKPT)                 ## trained model (the head, or the CRNN) + metrics
 onnx: $(ONNX)                  ## ONNX export, gated on ONNX Runtime vs PyTorch parity
@@ -159,8 +159,17 @@ where:                         ## print where each artifact is
 	@$(PYTHON) -m pipeline.stages.where --build $(B)
 demo-seeds:                    ## regenerate data/demo-seeds (its words.toml) with espeak-ng + synthetic background
 	$(PYTHON) -m pipeline.authoring.demo_seeds --words data/demo-seeds/words.toml --out data/demo-seeds
-test:                          ## run the test suite
+demo-stream:                   ## regenerate data/demo-stream (commands in a room, keyword-free talk) from the demo seeds
+	$(PYTHON) -m pipeline.authoring.demo_stream --seeds data/demo-seeds --out data/demo-stream
+LINTED_PY := pipeline pulsar2 device tests benchmarks docker tasks.py
+LINTED_SH := device/remote/*.sh device/emulator/*.sh docker/*.sh install.sh .ci/run
+lint:                          ## ruff on the Python, shellcheck on the shell (the board's scripts too)
+	$(PYTHON) -m ruff check $(LINTED_PY)
+	shellcheck $(LINTED_SH)
+test: lint                     ## lint, then the whole test suite
 	$(PYTHON) -m pytest
+test-fast:                     ## the tests not marked slow or docker (about a minute)
+	$(PYTHON) -m pytest -m "not slow and not docker"
 clean:                         ## delete $(BUILD)
 	rm -rf $(B)
 help:                          ## list targets
@@ -173,9 +182,10 @@ $(VOICES): $(call PARAM,voices) $(VOCABULARY) $(SEEDS_STAMP) $(DEPS_pipeline.sta
 	$(RUN) -m pipeline.stages.voices --params $(call PARAM,voices) --vocabulary $(VOCABULARY) --seeds '$(SEEDS)' \
 	    --out $(@D)
 
-$(DATASET): $(call PARAM,dataset) $(SEEDS_STAMP) $(VOICES) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.dataset --params $(call PARAM,dataset) --seeds '$(SEEDS)' --extra-seeds $(B)/voices \
-	    --out $(@D)
+# The clips are as long as the features' window ([features] clip_samples, stamped alone in params/clip.json).
+$(DATASET): $(call PARAM,dataset) $(call PARAM,clip) $(SEEDS_STAMP) $(VOICES) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.dataset --params $(call PARAM,dataset) --clip $(call PARAM,clip) --seeds '$(SEEDS)' \
+	    --extra-seeds $(B)/voices --out $(@D)
 
 $(FEATURES): $(DATASET) $(call PARAM,features) $(DEPS_pipeline.stages.features) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.features --params $(call PARAM,features) --dataset $(<D) --out $(@D)

@@ -14,6 +14,7 @@ from pulsar2 import tasks as pulsar2_tasks
 ns = Collection()
 ns.add_collection(board_tasks.board)
 ns.add_task(board_tasks.deploy)
+ns.add_task(board_tasks.verify)
 ns.add_task(board_tasks.eval_npu)
 ns.add_task(board_tasks.bench)
 ns.add_task(board_tasks.listen)

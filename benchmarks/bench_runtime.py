@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "device" / "emulator"))  # the emulator's axengine, as on the emulated board
 
-from device.runtime.frontend import Frontend  # noqa: E402
-from device.runtime.listen import Listener, load_runtime  # noqa: E402
-from pipeline.audio.wav import load_audio  # noqa: E402
+from device.runtime.frontend import Frontend
+from device.runtime.listen import Listener, load_runtime
+from pipeline.audio.wav import load_audio
 
 
 def run(spec: dict, fb: np.ndarray, model: str, audio: np.ndarray) -> dict:

@@ -30,12 +30,8 @@ from fabric import Connection
 
 from device.bundle import collect_bundle
 from device.deploy import probe
+from device.remote import script
 from device.ssh import DeviceError, check_remote_root, run_script, tail
-
-BENCH_SCRIPT = r"""
-ax=$1 model=$2 w=$3 r=$4
-"$ax" -m "$model" -w "$w" -r "$r" 2>&1
-"""
 
 _FIELD = re.compile(r"^\s*([A-Za-z0-9 ]+?):\s(.*)$")
 _NUM = r"([-+0-9.eE]+)\s*ms"
@@ -95,7 +91,7 @@ def bench(conn: Connection, build: str | Path, remote_root: str, warmup: int = 1
     if not board["ax_run_model"]:
         raise DeviceError(f"{conn.host}: ax_run_model not found on PATH or in /opt/bin on the board")
     model = f"{root}/{bundle.bundle_id}/model/compiled.axmodel"
-    r = run_script(conn, BENCH_SCRIPT, [board["ax_run_model"], model, str(warmup), str(repeat)], "bench")
+    r = run_script(conn, script("bench"), [board["ax_run_model"], model, str(warmup), str(repeat)], "bench")
     if "[ERROR]" in r.stdout:
         raise DeviceError(f"{conn.host}: ax_run_model failed:\n{tail(r.stdout)}")
     parsed = parse_printout(r.stdout)

@@ -73,11 +73,12 @@ def _per_board(specs: list[BoardSpec], fn: Callable[[Connection, BoardSpec], dic
     return out
 
 
-def deploy_boards(specs: list[BoardSpec], build: str, remote_root: str | None, allow_emulated: bool = False) -> dict[str, Any]:
+def deploy_boards(specs: list[BoardSpec], build: str, remote_root: str | None, allow_emulated: bool = False,
+                  force: bool = False) -> dict[str, Any]:
     root = check_remote_root(remote_root or DEFAULT_REMOTE_ROOT)
 
     def one(conn: Connection, spec: BoardSpec) -> dict[str, Any]:
-        result = deploy_mod.deploy(conn, build, root, allow_emulated=allow_emulated)
+        result = deploy_mod.deploy(conn, build, root, allow_emulated=allow_emulated, force=force)
         atomic_write_json(Path(build) / OUT_DIR / spec.label / "deploy.json", result)
         return result
 
@@ -111,6 +112,23 @@ def eval_boards(
     return results
 
 
+def verify_boards(specs: list[BoardSpec], remote_root: str | None) -> dict[str, Any]:
+    root = check_remote_root(remote_root or DEFAULT_REMOTE_ROOT)
+    return _per_board(specs, lambda conn, spec: deploy_mod.verify(conn, root))
+
+
+def format_verify(results: Mapping[str, Any]) -> str:
+    lines = []
+    for label, r in sorted(results.items()):
+        if "error" in r:
+            lines.append(f"{label}: FAILED: {r['error']}")
+        elif r["damaged"]:
+            lines.append(f"{label}: DAMAGED: {'; '.join(r['damaged'])} (invoke deploy replaces the damaged copy)")
+        else:
+            lines.append(f"{label}: bundle {r['bundle_id']} intact ({r['files']} files match SHA256SUMS)")
+    return "\n".join(lines)
+
+
 def bench_boards(specs: list[BoardSpec], build: str, remote_root: str | None, warmup: int, repeat: int) -> dict[str, Any]:
     root = check_remote_root(remote_root or DEFAULT_REMOTE_ROOT)
 
@@ -126,6 +144,12 @@ def failed(results: Mapping[str, Any]) -> list[str]:
     return sorted(k for k, v in results.items() if "error" in v)
 
 
+def failed_inputs(results: Mapping[str, Any], allowed: int) -> str:
+    """'host: 48 of 48' for every board where more inputs failed than ``allowed``; '' if none."""
+    return ", ".join(f"{label}: {r['n_failed']} of {r['n_inputs']}" for label, r in sorted(results.items())
+                     if "error" not in r and (r["n_failed"] > allowed or r["n_compared"] == 0))
+
+
 def format_deploy(results: Mapping[str, Any]) -> str:
     lines = []
     for label, r in sorted(results.items()):
@@ -134,8 +158,10 @@ def format_deploy(results: Mapping[str, Any]) -> str:
         elif r["status"] == "unchanged":
             lines.append(f"{label}: bundle {r['bundle_id']} already at {r['remote_dir']}; nothing transferred")
         else:
+            again = {"damaged": " (the board's copy was damaged: replaced)", "forced": " (--force: replaced)"}
             lines.append(f"{label}: deployed bundle {r['bundle_id']} to {r['remote_dir']} "
-                         f"({r['files']} files, {r['transferred_bytes']} bytes in one archive, sha256 verified on the board)")
+                         f"({r['files']} files, {r['transferred_bytes']} bytes in one archive, sha256 verified on the board)"
+                         + again.get(r.get("replaced", ""), ""))
         if "error" not in r and r["emulated_axmodel"]:
             lines[-1] += " [EMULATED axmodel]"
     return "\n".join(lines)

@@ -27,62 +27,16 @@ from typing import Any
 from fabric import Connection
 
 from device.bundle import COMPLETE_MARKER, SUMS_NAME, Bundle, collect_bundle, write_archive
+from device.remote import script
 from device.ssh import DeviceError, check_remote_root, run_script, tail
 
 log = logging.getLogger(__name__)
 
-PROBE_SCRIPT = r"""
-root=$1 id=$2 mk=$3
-if [ "$mk" = 1 ]; then
-  mkdir -p "$root/.incoming" || exit 3
-  find "$root/.incoming" -maxdepth 1 -type f -mmin +60 -exec rm -f {} + 2>/dev/null  # uploads cut off long ago
-fi
-ax=$(command -v ax_run_model 2>/dev/null || true)
-if [ -z "$ax" ] && [ -x /opt/bin/ax_run_model ]; then ax=/opt/bin/ax_run_model; fi
-echo "ax_run_model=$ax"
-emu=0
-if [ -n "$ax" ] && "$ax" --help 2>&1 | grep -q EMULATOR; then emu=1; fi
-echo "emulator=$emu"
-if [ -f "$root/$id/COMPLETE" ]; then echo "bundle=present"; else echo "bundle=absent"; fi
-echo "current=$(readlink "$root/current" 2>/dev/null || true)"
-echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null)"
-echo "arch=$(uname -m)"
-""".replace("COMPLETE", COMPLETE_MARKER)
-
-INSTALL_SCRIPT = r"""
-set -u
-root=$1 id=$2 archive=$3 want=$4
-stage="$root/.staging-$id-$$"
-fail() { echo "error: $*" >&2; rm -rf "$stage" "$archive"; exit 3; }
-got=$(sha256sum "$archive" | cut -d' ' -f1) || fail "cannot read the uploaded archive $archive"
-[ "$got" = "$want" ] || fail "uploaded archive sha256 $got differs from the local $want (damaged in transfer)"
-mkdir -p "$stage" || fail "cannot create $stage"
-tar -xzf "$archive" -C "$stage" || fail "cannot unpack $archive"
-bad=$(cd "$stage/$id" && sha256sum -c --quiet --strict SUMS 2>&1) || fail "sha256 check failed on the board: $bad"
-: > "$stage/$id/COMPLETE" || fail "cannot write the completion marker"
-if [ -f "$root/$id/COMPLETE" ]; then
-  echo "already present (installed concurrently)"
-else
-  if [ -e "$root/$id" ]; then
-    mv -T "$root/$id" "$stage/replaced" || fail "cannot move the incomplete $root/$id aside"
-  fi
-  # a concurrent installer of the same bundle (two names for one board) may have moved its copy in first
-  mv -T "$stage/$id" "$root/$id" || [ -f "$root/$id/COMPLETE" ] || fail "cannot move the bundle into place"
-fi
-ln -sfn "$id" "$root/.current-$$" && mv -T "$root/.current-$$" "$root/current" || fail "cannot update $root/current"
-rm -rf "$stage" "$archive"
-echo "installed $root/$id"
-""".replace("COMPLETE", COMPLETE_MARKER).replace("SUMS", SUMS_NAME)
-
-ACTIVATE_SCRIPT = r"""
-root=$1 id=$2
-ln -sfn "$id" "$root/.current-$$" && mv -T "$root/.current-$$" "$root/current"
-"""
-
-
-def probe(conn: Connection, remote_root: str, bundle_id: str, create_root: bool = False) -> dict[str, Any]:
+def probe(conn: Connection, remote_root: str, bundle_id: str, create_root: bool = False,
+          check_files: bool = False) -> dict[str, Any]:
     """One round trip: ax_run_model path, emulator?, bundle present?, current link, hostname, arch."""
-    r = run_script(conn, PROBE_SCRIPT, [remote_root, bundle_id, "1" if create_root else "0"], "probe")
+    r = run_script(conn, script("probe"), [remote_root, bundle_id, "1" if create_root else "0",
+                                          "1" if check_files else "0", COMPLETE_MARKER, SUMS_NAME], "probe")
     if r.exited != 0:
         raise DeviceError(f"{conn.host}: cannot prepare {remote_root} on the board: {tail(r.stderr)}")
     info = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
@@ -90,7 +44,9 @@ def probe(conn: Connection, remote_root: str, bundle_id: str, create_root: bool 
         "ax_run_model": info.get("ax_run_model") or None,
         "emulator": info.get("emulator") == "1",
         "bundle_present": info.get("bundle") == "present",
+        "damaged": [f for f in info.get("damaged", "").split(";") if f] if info.get("bundle") == "damaged" else [],
         "current": info.get("current") or None,
+        "avail_bytes": int(info["avail_kb"]) * 1024 if info.get("avail_kb", "").isdigit() else None,
         "hostname": info.get("hostname", ""),
         "arch": info.get("arch", ""),
     }
@@ -108,34 +64,65 @@ def check_emulated(bundle: Bundle, board: dict[str, Any], host: str, allow_emula
         log.warning("%s: deploying a REAL axmodel to the board EMULATOR, which will refuse to run it", host)
 
 
-def deploy(conn: Connection, build: str | Path, remote_root: str, allow_emulated: bool = False) -> dict[str, Any]:
-    """Make sure the current bundle is on the board and active; returns what happened (bytes transferred)."""
+def deploy(conn: Connection, build: str | Path, remote_root: str, allow_emulated: bool = False,
+           force: bool = False) -> dict[str, Any]:
+    """Make sure the current bundle is on the board, intact (every file against SHA256SUMS) and active; returns
+    what happened (bytes transferred). ``force``: upload and install it again even if an intact copy is there."""
     root = check_remote_root(remote_root)
     t0 = time.monotonic()
     bundle = collect_bundle(build)
-    board = probe(conn, root, bundle.bundle_id, create_root=True)
+    board = probe(conn, root, bundle.bundle_id, create_root=True, check_files=True)
     check_emulated(bundle, board, conn.host, allow_emulated)
     result: dict[str, Any] = {
         "host": conn.host, "port": conn.port, "bundle_id": bundle.bundle_id, "remote_dir": f"{root}/{bundle.bundle_id}",
         "files": len(bundle.files), "emulated_axmodel": bundle.emulated, "board": board,
     }
-    if board["bundle_present"]:
+    if board["damaged"] or (force and board["bundle_present"]):
+        if board["damaged"]:
+            log.warning("%s: the board's copy of bundle %s is damaged (%s); uploading it again", conn.host,
+                        bundle.bundle_id, "; ".join(board["damaged"]))
+        r = run_script(conn, script("unmark"), [root, bundle.bundle_id, COMPLETE_MARKER], "unmark")
+        if r.exited != 0:
+            raise DeviceError(f"{conn.host}: cannot replace {root}/{bundle.bundle_id}: {tail(r.stderr)}")
+        result["replaced"] = "damaged" if board["damaged"] else "forced"
+    elif board["bundle_present"]:
         if board["current"] != bundle.bundle_id:
-            r = run_script(conn, ACTIVATE_SCRIPT, [root, bundle.bundle_id], "activate")
+            r = run_script(conn, script("activate"), [root, bundle.bundle_id], "activate")
             if r.exited != 0:
                 raise DeviceError(f"{conn.host}: cannot point {root}/current at {bundle.bundle_id}: {tail(r.stderr)}")
         log.info("%s: bundle %s already on the board; nothing transferred", conn.host, bundle.bundle_id)
         return {**result, "status": "unchanged", "transferred_bytes": 0, "seconds": round(time.monotonic() - t0, 3)}
     with tempfile.TemporaryDirectory(prefix="kws-deploy-") as tmp:
         archive, digest, size = write_archive(bundle, Path(tmp))
+        # the archive and the unpacked files coexist until the install finishes
+        need = size + sum(p.stat().st_size for p in bundle.files.values()) + (1 << 20)
+        if board["avail_bytes"] is not None and board["avail_bytes"] < need:
+            raise DeviceError(f"{conn.host}: disk full on the board: need {need / 1e6:.1f} MB in {root}, have "
+                              f"{board['avail_bytes'] / 1e6:.1f} MB; free space there or deploy to another "
+                              "--remote-root")
         remote_archive = f"{root}/.incoming/{bundle.bundle_id}-{secrets.token_hex(4)}.tar.gz"
         try:
             conn.put(str(archive), remote_archive)
         except (OSError, EOFError) as e:
-            raise DeviceError(f"{conn.host}: upload of {archive.name} to {remote_archive} failed ({e})") from None
-    r = run_script(conn, INSTALL_SCRIPT, [root, bundle.bundle_id, remote_archive, digest], "install")
+            run_script(conn, 'rm -f "$1"', [remote_archive], "remove the partial upload")
+            raise DeviceError(f"{conn.host}: upload of {archive.name} to {remote_archive} failed ({e}); the partial "
+                              "upload was removed") from None
+    r = run_script(conn, script("install"), [root, bundle.bundle_id, remote_archive, digest, COMPLETE_MARKER, SUMS_NAME],
+                   "install")
     if r.exited != 0:
         raise DeviceError(f"{conn.host}: installing bundle {bundle.bundle_id} failed: {tail(r.stderr)}")
     log.info("%s: bundle %s installed (%d files, %d bytes in one archive)", conn.host, bundle.bundle_id, len(bundle.files), size)
     return {**result, "status": "deployed", "transferred_bytes": size, "archive_sha256": digest,
             "seconds": round(time.monotonic() - t0, 3)}
+
+
+def verify(conn: Connection, remote_root: str) -> dict[str, Any]:
+    """Re-hash the active bundle on the board; ``damaged`` lists the files that no longer match SHA256SUMS."""
+    root = check_remote_root(remote_root)
+    r = run_script(conn, script("verify"), [root, SUMS_NAME, COMPLETE_MARKER], "verify")
+    if r.exited == 0:
+        _, bundle_id, n = r.stdout.split()
+        return {"host": conn.host, "bundle_id": bundle_id, "files": int(n), "damaged": []}
+    if r.exited == 1:
+        return {"host": conn.host, "damaged": [line for line in r.stdout.splitlines() if line.strip()]}
+    raise DeviceError(f"{conn.host}: {tail(r.stderr) or 'verify failed'}")

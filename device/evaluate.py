@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import tarfile
@@ -32,6 +33,7 @@ from fabric import Connection
 
 from device.bundle import Bundle, collect_bundle
 from device.deploy import probe
+from device.remote import script
 from device.report import compute_report, write_report
 from device.ssh import ConnectionLost, DeviceError, check_remote_root, run_script, tail
 from pipeline.core.io import atomic_write_json
@@ -40,86 +42,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("per-input", "batch")
 
-# bash (arrays, $EPOCHREALTIME: no process per clock reading). Arguments:
-# mode bundle_dir run_dir output_bytes ax_run_model fresh pull_name ids...
-EVAL_SCRIPT = r"""
-set -u
-mode=$1 bundle=$2 run=$3 nb=$4 ax=$5 fresh=$6 pull=$7
-shift 7
-model="$bundle/model/compiled.axmodel"
-[ -f "$model" ] || { echo "error: $model not found; run invoke deploy first" >&2; exit 3; }
-mkdir -p "$bundle/runs" || exit 3
-# one eval per run dir at a time: a re-run waits for a loop left running by a dropped connection
-exec 9>>"$run.lock"
-if command -v flock >/dev/null 2>&1; then
-  flock -w 600 9 || { echo "error: another eval-npu still holds $run.lock" >&2; exit 4; }
-fi
-if [ "$fresh" = 1 ]; then rm -rf "$run"; fi
-mkdir -p "$run/output" "$run/logs" || exit 3
-rm -rf "$run/tmp"
-find "$run" -maxdepth 1 -name 'pull-*.tar' -mmin +120 -exec rm -f {} + 2>/dev/null
-mkdir -p "$run/tmp" || exit 3
-# microseconds from bash's clock (no process per reading); date(1) if the shell lacks it
-now_us() { if [ -n "${EPOCHREALTIME:-}" ]; then us=${EPOCHREALTIME//[.,]/}; else us=$(($(date +%s%N) / 1000)); fi; }
-finish() {  # k rc ms outdir strict: judge, append the status line to logs/k.txt, commit output/k
-  k=$1 rc=$2 ms=$3 od=$4 st=ok why=-
-  lg="$run/logs/$k.txt"
-  sz=$(stat -c %s "$od/output.bin" 2>/dev/null || echo none)
-  err=0
-  if [ "$5" = 1 ]; then
-    while IFS= read -r line; do [[ $line == *"[ERROR]"* ]] && { err=1; break; }; done < "$lg"
-  fi
-  if [ "$err" = 1 ]; then st=fail why="[ERROR] in the ax_run_model printout (exit status $rc)"
-  elif [ "$sz" != "$nb" ]; then st=fail why="no complete output.bin ($sz bytes, expected $nb; exit status $rc)"
-  fi
-  printf 'status\t%s\t%s\t%s\t%s\n' "$st" "$rc" "$ms" "$why" >> "$lg"
-  # the rename of output/k is the commit point: a complete output/k/output.bin exists only after it
-  if [ "$st" = ok ]; then mv -T "$od" "$run/output/$k" || exit 3; fi
-  echo "KWS $st $k $ms"
-}
-if [ "$mode" = per-input ]; then
-  dirs=()
-  for k in "$@"; do dirs+=("$run/tmp/$k/out"); done
-  mkdir -p "${dirs[@]}" || exit 3  # one process for all the work dirs
-  for k in "$@"; do
-    if [ -f "$run/output/$k/output.bin" ]; then echo "KWS skip $k"; continue; fi
-    t="$run/tmp/$k"
-    printf '%s\n' "$k" > "$t/list.txt" || exit 3
-    now_us; t0=$us
-    "$ax" -m "$model" -i "$bundle/input/" -o "$t/out/" -l "$t/list.txt" > "$run/logs/$k.txt" 2>&1 9>&-
-    rc=$?
-    now_us
-    finish "$k" "$rc" $(( (us - t0) / 1000 )) "$t/out/$k" 1
-  done
-else
-  : > "$run/tmp/list.txt"
-  for k in "$@"; do
-    if [ -f "$run/output/$k/output.bin" ]; then echo "KWS skip $k"; else printf '%s\n' "$k" >> "$run/tmp/list.txt"; fi
-  done
-  if [ -s "$run/tmp/list.txt" ]; then
-    mkdir -p "$run/tmp/out"
-    now_us; t0=$us
-    "$ax" -m "$model" -i "$bundle/input/" -o "$run/tmp/out/" -l "$run/tmp/list.txt" > "$run/logs/batch.txt" 2>&1 9>&-
-    rc=$?
-    now_us
-    echo "KWS batch $(( (us - t0) / 1000 )) $rc"
-    while IFS= read -r k; do
-      printf 'batch mode: see logs/batch.txt\n' > "$run/logs/$k.txt"
-      finish "$k" "$rc" -1 "$run/tmp/out/$k" 0
-    done < "$run/tmp/list.txt"
-  fi
-fi
-cd "$run" || exit 3
-: >> tmp/list.txt
-printf 'tmp/list.txt\n' > tmp/pull.list
-for k in "$@"; do
-  [ -d "output/$k" ] && printf 'output/%s\n' "$k" >> tmp/pull.list
-  [ -f "logs/$k.txt" ] && printf 'logs/%s.txt\n' "$k" >> tmp/pull.list
-done
-[ -f logs/batch.txt ] && printf 'logs/batch.txt\n' >> tmp/pull.list
-tar -cf "$pull.tmp" -T tmp/pull.list && mv -f "$pull.tmp" "$pull" || exit 3
-echo "KWS pull $run/$pull"
-"""
 
 
 def _status_line(text: str) -> dict[str, Any]:
@@ -224,7 +146,7 @@ def run_on_board(
     args = [mode, bundle_dir, run_dir, str(run.n_bytes), board["ax_run_model"], "1" if fresh else "0", pull_name, *todo]
     t0 = time.perf_counter()
     try:
-        r = run_script(conn, EVAL_SCRIPT, args, "eval-npu", shell="bash")
+        r = run_script(conn, script("eval"), args, "eval-npu", shell="bash")
     except ConnectionLost as e:
         raise ConnectionLost(
             f"{e}; the outputs finished so far stay on the board and in {run.path} - re-run the same command "
@@ -282,24 +204,34 @@ def eval_npu(
                           f"{onnx.classes}; rebuild the board inputs and the model from the same features (make all)")
     ids = bundle.ids[:limit] if limit else list(bundle.ids)
     run_path = Path(out_dir) / host_label / bundle.bundle_id / mode
+    previous = None  # --fresh: the last run's outputs are kept aside until this one has its report
     if fresh and run_path.exists():
-        shutil.rmtree(run_path)
-    run_path.mkdir(parents=True, exist_ok=True)
-    run = LocalRun(run_path, 4 * onnx.n_classes)
-    run.state.update({"bundle_id": bundle.bundle_id, "mode": mode, "host": conn.host, "port": conn.port})
-    board_info = run_on_board(conn, bundle, root, run, ids, mode, fresh, allow_emulated)
-    ok_ids = [k for k in ids if run.complete(k)]
-    npu = {k: np.frombuffer(run.output(k).read_bytes(), dtype="<f4").astype(np.float32) for k in ok_ids}
-    onnx_logits = onnx.logits(_load_inputs(bundle, ids)) if ids else np.zeros((0, onnx.n_classes), np.float32)
-    host = dict(zip(ids, onnx_logits))
-    report = compute_report(
-        ids=ids, labels=bundle.labels, classes=onnx.classes, npu_logits=npu, onnx_logits=host,
-        state=run.state["inputs"], meta={
-            "host": conn.host, "port": conn.port, "bundle_id": bundle.bundle_id, "mode": mode,
-            "emulated_axmodel": bundle.emulated, "board_is_emulator": board_info["board"]["emulator"],
-            "board": board_info["board"], "this_call": {k: v for k, v in board_info.items() if k != "board"},
-            "batch_wall_ms": run.state.get("batch_wall_ms"), "onnx": str(onnx.path), "local_dir": str(run_path),
-        },
-    )
-    write_report(report, run_path, npu, host)
+        previous = run_path.with_name(f".{run_path.name}.previous-{os.getpid()}")
+        os.replace(run_path, previous)
+    try:
+        run_path.mkdir(parents=True, exist_ok=True)
+        run = LocalRun(run_path, 4 * onnx.n_classes)
+        run.state.update({"bundle_id": bundle.bundle_id, "mode": mode, "host": conn.host, "port": conn.port})
+        board_info = run_on_board(conn, bundle, root, run, ids, mode, fresh, allow_emulated)
+        ok_ids = [k for k in ids if run.complete(k)]
+        npu = {k: np.frombuffer(run.output(k).read_bytes(), dtype="<f4").astype(np.float32) for k in ok_ids}
+        onnx_logits = onnx.logits(_load_inputs(bundle, ids)) if ids else np.zeros((0, onnx.n_classes), np.float32)
+        host = dict(zip(ids, onnx_logits))
+        report = compute_report(
+            ids=ids, labels=bundle.labels, classes=onnx.classes, npu_logits=npu, onnx_logits=host,
+            state=run.state["inputs"], meta={
+                "host": conn.host, "port": conn.port, "bundle_id": bundle.bundle_id, "mode": mode,
+                "emulated_axmodel": bundle.emulated, "board_is_emulator": board_info["board"]["emulator"],
+                "board": board_info["board"], "this_call": {k: v for k, v in board_info.items() if k != "board"},
+                "batch_wall_ms": run.state.get("batch_wall_ms"), "onnx": str(onnx.path), "local_dir": str(run_path),
+            },
+        )
+        write_report(report, run_path, npu, host)
+    except BaseException:
+        if previous is not None:
+            shutil.rmtree(run_path, ignore_errors=True)
+            os.replace(previous, run_path)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     return report

@@ -63,26 +63,45 @@ def _guard(fn):
         raise Exit(f"error: {e}", code=2) from None
 
 
-@task(help={**CONN_HELP, "allow-emulated": "deploy an EMULATED axmodel to a board that is not the emulator"})
+@task(help={**CONN_HELP, "allow-emulated": "deploy an EMULATED axmodel to a board that is not the emulator",
+            "force": "upload and install the bundle again even if an intact copy is on the board"})
 def deploy(c, host=None, hosts=None, port=None, user=None, key=None, known_hosts=None, accept_new_host_key=False,
-           password_prompt=False, remote_root=None, build="build", allow_emulated=False):
-    """Copy compiled.axmodel + the board inputs to <remote-root>/<bundle-id> (one archive, sha256-checked)."""
+           password_prompt=False, remote_root=None, build="build", allow_emulated=False, force=False):
+    """Copy compiled.axmodel, the board inputs and the runtime to <remote-root>/<bundle-id> (one archive,
+    sha256-checked; a damaged copy on the board is replaced)."""
     from device import commands
 
     def go():
         specs = _specs(c, host, hosts, port, user, key, known_hosts, accept_new_host_key, password_prompt)
-        results = commands.deploy_boards(specs, build, _root(c, remote_root), allow_emulated)
+        results = commands.deploy_boards(specs, build, _root(c, remote_root), allow_emulated, force)
         _finish(results, commands.format_deploy(results))
+
+    _guard(go)
+
+
+@task(help={k: v for k, v in CONN_HELP.items() if k != "build"})
+def verify(c, host=None, hosts=None, port=None, user=None, key=None, known_hosts=None, accept_new_host_key=False,
+           password_prompt=False, remote_root=None):
+    """Re-hash the active bundle on the board against its SHA256SUMS; report damaged files (exit 1)."""
+    from device import commands
+
+    def go():
+        specs = _specs(c, host, hosts, port, user, key, known_hosts, accept_new_host_key, password_prompt)
+        results = commands.verify_boards(specs, _root(c, remote_root))
+        _finish(results, commands.format_verify(results))
+        if any(r.get("damaged") for r in results.values()):
+            raise Exit("error: damaged bundle on the board; run invoke deploy to replace it", code=1)
 
     _guard(go)
 
 
 @task(help={**CONN_HELP, "mode": "per-input (one ax_run_model per input) or batch (one call, LF list)",
             "limit": "first N inputs of list.txt", "fresh": "forget this run's outputs (local and board) first",
-            "deploy-first": "deploy before evaluating", "allow-emulated": "run an EMULATED axmodel on a non-emulator"})
+            "deploy-first": "deploy before evaluating", "allow-emulated": "run an EMULATED axmodel on a non-emulator",
+            "allow-failures": "inputs per board that may fail (no output) before the run counts as failed (0)"})
 def eval_npu(c, host=None, hosts=None, port=None, user=None, key=None, known_hosts=None, accept_new_host_key=False,
              password_prompt=False, remote_root=None, build="build", mode="per-input", limit=0, fresh=False,
-             deploy_first=False, allow_emulated=False):
+             deploy_first=False, allow_emulated=False, allow_failures=0):
     """Run every input on the board NPU, pull the logits, compare with ONNX Runtime; resumable."""
     from device import commands
 
@@ -91,6 +110,10 @@ def eval_npu(c, host=None, hosts=None, port=None, user=None, key=None, known_hos
         results = commands.eval_boards(specs, build, _root(c, remote_root), mode=mode, limit=int(limit) or None,
                                        fresh=fresh, allow_emulated=allow_emulated, deploy_first=deploy_first)
         _finish(results, commands.format_eval(results))
+        too_many = commands.failed_inputs(results, int(allow_failures))
+        if too_many:
+            raise Exit(f"error: failed inputs: {too_many} (allowed {int(allow_failures)} per board; see the report, "
+                       "or pass --allow-failures N)", code=2)
 
     _guard(go)
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print("arecord BOARD EMULATOR (plays $AX_EMULATOR_MIC at real-time pace); not ALSA")
         return 0
     if args.device not in DEVICES:
-        sys.stderr.write(f"arecord: main:831: audio open error: No such file or directory\n")
+        sys.stderr.write("arecord: main:831: audio open error: No such file or directory\n")
         return 1
     widths = {"S16_LE": 2, "S32_LE": 4}
     if args.format not in widths or args.channels != 1:

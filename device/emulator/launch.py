@@ -252,9 +252,42 @@ def start_container(c: Context, state_dir: Path, port: int, image: str, timeout_
     return board
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def running_emulator(state_dir: Path, port: int) -> LoopbackBoard | None:
+    """The emulator ``state_dir`` records on ``port``, if it still answers there."""
+    info_path = state_dir / "endpoint.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("port") != port:
+        return None
+    alive = Path(f"/proc/{info['pid']}").exists() if info.get("pid") else bool(info.get("container"))
+    if not alive:
+        return None
+    keys = {p.name[3:]: p for p in state_dir.glob("id_*") if not p.name.endswith(".pub")}
+    return LoopbackBoard(state_dir, port, info.get("pid"), state_dir / "known_hosts", keys, info.get("container"))
+
+
 def start_emulator(c: Context, state_dir: Path, port: int, image: str = DEFAULT_IMAGE, runner: str = "auto") -> LoopbackBoard:
-    """Docker if the daemon is up and the image exists (or runner='docker'), else a local sshd."""
+    """Docker if the daemon is up and the image exists (or runner='docker'), else a local sshd. A port that is
+    taken refuses, unless it is this state folder's own emulator, which is adopted."""
     state_dir = state_dir.resolve()
+    if port_in_use(port):
+        board = running_emulator(state_dir, port)
+        if board is not None:
+            log.info("the board emulator of %s already listens on 127.0.0.1:%d; using it", state_dir, port)
+            return board
+        raise StageError(f"127.0.0.1:{port} is already in use by another program; pick a free --port "
+                         "(or stop what listens there)")
     if runner == "docker" or (runner == "auto" and docker_ready(c, image)):
         return start_container(c, state_dir, port, image)
     bin_dir = state_dir / "bin"
@@ -272,7 +305,12 @@ def stop_emulator(state_dir: Path) -> str:
     info = json.loads(info_path.read_text())
     board = LoopbackBoard(state_dir, info["port"], info["pid"], state_dir / "known_hosts", {}, info["container"])
     board.stop()
-    return f"stopped the board emulator on 127.0.0.1:{info['port']}"
+    for _ in range(50):
+        if not port_in_use(info["port"]):
+            return f"stopped the board emulator on 127.0.0.1:{info['port']}"
+        time.sleep(0.1)
+    raise StageError(f"stopped the emulator recorded in {info_path}, but 127.0.0.1:{info['port']} still answers "
+                     "(another program listens there)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

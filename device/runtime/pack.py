@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.core.cli import die, run_main, setup_logging
 from pipeline.core.detector import DetectorSettings
-from pipeline.core.io import atomic_write_json, sha256_file, atomic_dir
+from pipeline.core.io import atomic_dir, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 

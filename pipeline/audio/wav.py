@@ -23,6 +23,10 @@ from pipeline.core.io import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+# A mean level above this (full scale = 1) is a DC offset of the recording chain: removed, and recorded.
+DC_OFFSET_LIMIT = 1e-3
+# data chunk sizes that mean "length unknown" (written by a recorder that streams, before it knows the end)
+UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
 
 class AudioError(ValueError):
     """A WAV that cannot be used; the message names the file, what is wrong and the fix."""
@@ -54,6 +58,27 @@ def resample(audio: np.ndarray, orig_hz: int, new_hz: int) -> np.ndarray:
     return y.numpy().astype(np.float32, copy=False)
 
 
+def truncation(path: Path) -> tuple[int, int] | None:
+    """(bytes the RIFF header says the data chunk holds, bytes the file has after it) when the file is cut short;
+    None for a complete file, a file of unknown length, or one that is not RIFF/WAVE."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                have = size - pos - 8
+                if n in UNKNOWN_DATA_SIZES or n >= 0x7FFF0000 or n <= have:
+                    return None
+                return n, have
+            pos += 8 + n + (n & 1)
+    return None
+
+
 def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, Conversion]:
     """Read a WAV as mono float32 at ``sample_rate``; also return what was converted."""
     p = Path(path)
@@ -68,6 +93,10 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         raise AudioError(f"{p}: unreadable or corrupt audio ({e}); {fix}") from None
     if data.shape[0] == 0:
         raise AudioError(f"{p}: the file holds no audio (0 samples); record it again or delete it")
+    cut = truncation(p)
+    if cut is not None:
+        raise AudioError(f"{p}: truncated: its header says {cut[0]} bytes of audio, the file holds {cut[1]} "
+                         "(a copy or recording cut off); copy or export it again")
     steps: list[str] = []
     x = data[:, 0] if channels == 1 else data.mean(axis=1)
     if channels != 1:
@@ -76,6 +105,10 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         steps.append(f"{subtype} -> float32")
     if not np.all(np.isfinite(x)):
         raise AudioError(f"{p}: contains NaN or infinite samples; {fix}")
+    dc = float(np.mean(x, dtype=np.float64))
+    if abs(dc) > DC_OFFSET_LIMIT:  # an offset hides the word from the energy-based locator
+        x = x - np.float32(dc)
+        steps.append(f"DC offset {dc:+.4f} removed")
     peak = float(np.max(np.abs(x)))
     if peak > 1.0:
         # Float WAVs may exceed full scale; scale down rather than clip so the word keeps its shape.

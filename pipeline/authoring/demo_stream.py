@@ -14,8 +14,6 @@ Used by the listen tests and CI (``invoke listen --wav``) and the runtime benchm
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 

@@ -63,7 +63,7 @@ class FeatureContract:
         return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "FeatureContract":
+    def from_mapping(cls, data: Mapping[str, Any]) -> FeatureContract:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
@@ -71,7 +71,7 @@ class FeatureContract:
                                    "another version of the toolchain?); rebuild the features and the model")
         return cls(**dict(data))
 
-    def check_compatible(self, other: "FeatureContract", what: str = "model") -> None:
+    def check_compatible(self, other: FeatureContract, what: str = "model") -> None:
         """Raise ContractMismatch naming every field that differs."""
         diffs = [
             f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"

@@ -9,7 +9,7 @@ numpy and the standard library only: the same file runs in the board runtime (``
 so the host's ``pipeline.eval.detect`` and the board fire on exactly the same rules.
 
     from pipeline.core.detector import Detector, DetectorSettings
-    events = Detector(DetectorSettings(), ["ACOPLAR", "FONDO"]).run(probs)   # probs (n_windows, n_classes)
+    events = Detector(DetectorSettings(), ["SALIR", "FONDO"]).run(probs)   # probs (n_windows, n_classes)
 """
 
 from __future__ import annotations

@@ -175,6 +175,16 @@ def resolved_doc(stage: str, layers: Sequence[str | os.PathLike[str]]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+CLIP_KEYS = ("sample_rate", "clip_samples")
+
+
+def clip_doc(layers: Sequence[str | os.PathLike[str]]) -> str:
+    """The clip length the dataset must make: the part of the [features] contract the dataset depends on (its own
+    stamp, so that another features parameter does not rebuild the dataset)."""
+    features = resolve("features", layers)
+    return json.dumps({"stage": "clip", "params": {k: features[k] for k in CLIP_KEYS}}, indent=2, sort_keys=True) + "\n"
+
+
 def check_family_layers(model: Path | None, preset: Path | None) -> None:
     """The family is the model file's name (``make MODEL=<family>``): the file must say so, a preset must not choose one."""
     if preset is not None and "family" in section(preset, "train"):
@@ -201,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(resolved_doc(args.show, layers), end="")
         if args.out_dir is not None:
             docs = {stage: resolved_doc(stage, layers) for stage in stages()}  # every file valid before any is written
+            docs["clip"] = clip_doc(layers)
             changed = [s for s, text in docs.items() if write_text_if_changed(args.out_dir / f"{s}.json", text)]
             if changed:
                 print(f"params: {', '.join(changed)} changed ({' + '.join(map(str, layers)) or 'defaults'})")

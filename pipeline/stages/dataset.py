@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import augment as A
-from pipeline.audio.locate import MAX_FIT_RATE, WORD_FIT_FRACTION, WordSpan, check_command_take
+from pipeline.audio.locate import WORD_FIT_FRACTION, WordSpan, check_command_take
 from pipeline.audio.talk import NEAR_MISS_PREFIX
 from pipeline.audio.wav import AudioError, read_audio, wav_bytes
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 STAGE = "dataset"
 BACKGROUND_CLASS = "FONDO"
 SAMPLE_RATE = 16000
-CLIP_SAMPLES = 16000
+DEFAULT_CLIP_SAMPLES = 16000  # a clip's length comes from the [features] contract (--clip); this is its default
 # Guard between the word and the window edge when limiting a shift, ms.
 EDGE_GUARD_MS = 25.0
 FONDO_GAIN_DB = (-12.0, 3.0)
@@ -72,7 +72,7 @@ AUTO_CLIPS_PER_WORKER = 1000
 
 @dataclasses.dataclass(frozen=True)
 class Seed:
-    source: str  # relative to the seeds folder, e.g. "ACOPLAR/000_acoplar.wav"
+    source: str  # relative to the seeds folder, e.g. "SALIR/000_salir.wav"
     cls: str
     audio: np.ndarray = dataclasses.field(repr=False, compare=False)
     word: WordSpan | None  # None for the background class
@@ -117,6 +117,7 @@ class Recipe:
     user_share: float = 1.0             # share of each command's clips made from the user's own seeds
     near_miss_share: float = 0.0        # share of the synthetic background clips made around a near-miss word
     channel: A.Channel = dataclasses.field(default_factory=A.Channel)  # microphone, line, converter: drawn last
+    clip_samples: int = DEFAULT_CLIP_SAMPLES  # samples per clip: the feature contract's window
 
 
 def scan_seeds(seeds_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[str]]:
@@ -147,9 +148,9 @@ def scan_seeds(seeds_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[
     return classes, wavs, skipped
 
 
-def read_seed(path: Path, cls: str, source: str) -> tuple[Seed, Any]:
+def read_seed(path: Path, cls: str, source: str, clip_samples: int) -> tuple[Seed, Any]:
     """One seed file, checked (a background recording must not be silent; a command's word is located and
-    must fit a 1 s clip); returns the seed and read_audio's conversion record. die()s naming the file."""
+    must fit a clip); returns the seed and read_audio's conversion record. die()s naming the file."""
     try:
         audio, conv = read_audio(path, SAMPLE_RATE)
         # a background take of one near-miss word (pipeline.stages.voices) is made into clips as a command is
@@ -160,13 +161,14 @@ def read_seed(path: Path, cls: str, source: str) -> tuple[Seed, Any]:
                 raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
                                  "record real background sound (fan, traffic, room) or remove the file")
         else:
-            word = check_command_take(audio, CLIP_SAMPLES, SAMPLE_RATE, name=str(path))
+            word = check_command_take(audio, clip_samples, SAMPLE_RATE, name=str(path))
     except AudioError as e:
         die(str(e))
     return Seed(source, cls, audio, word), conv
 
 
-def load_extra(extra_dir: Path, classes: Sequence[str]) -> tuple[dict[str, tuple[Seed, ...]], list[Path]]:
+def load_extra(extra_dir: Path, classes: Sequence[str], clip_samples: int = DEFAULT_CLIP_SAMPLES
+               ) -> tuple[dict[str, tuple[Seed, ...]], list[Path]]:
     """The synthetic seeds of ``pipeline.stages.voices`` (sources named ``voices:<CLASS>/<file>``)."""
     if not (extra_dir / "manifest.json").is_file():
         die(f"{extra_dir}: no finished voices folder (manifest.json missing); build it with `make voices`")
@@ -177,12 +179,12 @@ def load_extra(extra_dir: Path, classes: Sequence[str]) -> tuple[dict[str, tuple
             die(f"{d}: class {d.name!r} is not a class of the seeds ({', '.join(classes)}); rebuild the voices "
                 "for these seeds (make voices)")
         files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in WAV_SUFFIXES)
-        extra[d.name] = tuple(read_seed(p, d.name, f"voices:{d.name}/{p.name}")[0] for p in files)
+        extra[d.name] = tuple(read_seed(p, d.name, f"voices:{d.name}/{p.name}", clip_samples)[0] for p in files)
     return extra, inputs
 
 
-def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None
-              ) -> tuple[Bank, list[dict[str, Any]], list[str], list[Path]]:
+def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None,
+              clip_samples: int = DEFAULT_CLIP_SAMPLES) -> tuple[Bank, list[dict[str, Any]], list[str], list[Path]]:
     """Read and check every seed (user and synthetic) and RIR; returns the bank, conversions, skipped files,
     input paths."""
     classes, wavs, skipped = scan_seeds(seeds_dir)
@@ -192,7 +194,7 @@ def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None
     for c in classes:
         group = []
         for path in wavs[c]:
-            seed, conv = read_seed(path, c, path.relative_to(seeds_dir).as_posix())
+            seed, conv = read_seed(path, c, path.relative_to(seeds_dir).as_posix(), clip_samples)
             if conv.steps:
                 conversions.append({**conv.as_dict(), "path": seed.source})
             group.append(seed)
@@ -200,7 +202,7 @@ def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None
         seeds[c] = tuple(group)
     extra: dict[str, tuple[Seed, ...]] = {}
     if extra_dir is not None:
-        extra, extra_inputs = load_extra(extra_dir, classes)
+        extra, extra_inputs = load_extra(extra_dir, classes, clip_samples)
         inputs += extra_inputs
     rirs: list[np.ndarray] = []
     rir_files: list[str] = []
@@ -232,7 +234,7 @@ def excluded_from_noise(source: str, patterns: str) -> bool:
     return any(fnmatch.fnmatch(name, g.strip()) for g in patterns.split(",") if g.strip())
 
 
-def make_recipe(params: dict[str, Any], bank: Bank) -> Recipe:
+def make_recipe(params: dict[str, Any], bank: Bank, clip_samples: int = DEFAULT_CLIP_SAMPLES) -> Recipe:
     # FONDO files matching --noise-exclude (default: the speech negatives) are FONDO clips but never noise
     # under a keyword: talk mixed under a word at 0-20 dB SNR blurs "keyword" vs "speech" (docs/results.md).
     fondo_audio = tuple(s.audio for s in bank.fondo if not excluded_from_noise(s.source, params["noise_exclude"])) \
@@ -241,18 +243,19 @@ def make_recipe(params: dict[str, Any], bank: Bank) -> Recipe:
         shift=A.Shift(params["p_shift"], params["max_shift_ms"]),
         stretch=A.Stretch(params["p_stretch"], params["stretch_low"], params["stretch_high"]),
         pitch=A.Pitch(params["p_pitch"], params["pitch_semitones"]),
-        noise=A.Noise(params["p_noise"], tuple(float(s) for s in params["snr_list"]), CLIP_SAMPLES, fondo_audio),
+        noise=A.Noise(params["p_noise"], tuple(float(s) for s in params["snr_list"]), clip_samples, fondo_audio),
         reverb=A.Reverb(params["p_reverb"], bank.rirs),
         fondo_gain=A.Gain(*FONDO_GAIN_DB),
         max_shift_ms=float(params["max_shift_ms"]),
         warp=A.FormantWarp(params["p_warp"], params["warp_low"], params["warp_high"]),
-        fondo_noise=A.Noise(params["p_noise_fondo"], tuple(float(s) for s in params["snr_list"]), CLIP_SAMPLES,
+        fondo_noise=A.Noise(params["p_noise_fondo"], tuple(float(s) for s in params["snr_list"]), clip_samples,
                             fondo_audio),
         user_share=float(params["user_share"]),
         near_miss_share=float(params["near_miss_share"]),
         channel=A.Channel(p_mic=params["p_channel_mic"], p_band=params["p_channel_band"],
                           p_low_rate=params["p_channel_low_rate"], p_gain=params["p_channel_gain"],
                           gain_db=params["channel_gain_db"], p_8bit=params["p_channel_8bit"]),
+        clip_samples=clip_samples,
     )
 
 
@@ -305,7 +308,7 @@ def plan_clip(bank: Bank, recipe: Recipe, seed: int, class_index: int, clip_inde
     group = tuple(s for s in group if s.word is None) or group
     lengths = np.array([s.audio.size for s in group], dtype=np.float64)
     k = int(rng.choice(len(group), p=lengths / lengths.sum()))
-    offset = int(rng.integers(0, max(1, group[k].audio.size - CLIP_SAMPLES + 1)))
+    offset = int(rng.integers(0, max(1, group[k].audio.size - recipe.clip_samples + 1)))
     params: dict[str, Any] = {"offset": offset, **recipe.fondo_gain.sample(rng)}
     if recipe.warp.p > 0:  # drawn last (and only when enabled): the earlier draws do not depend on it
         params["warp"] = recipe.warp.sample(rng)
@@ -324,12 +327,13 @@ def plan_word(s: Seed, recipe: Recipe, rng: np.random.Generator) -> dict[str, An
     pitch = recipe.pitch.sample(rng)
     reverb = recipe.reverb.sample(rng)
     noise = recipe.noise.sample(rng)
-    fit = s.word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES)
+    n = recipe.clip_samples
+    fit = s.word.length / (WORD_FIT_FRACTION * n)
     tempo = stretch["rate"]
     if fit > tempo:  # the word would not fit in the window: speed it up just enough
         tempo = round(math.ceil(fit * 1e4) / 1e4, 4)
     word_out = s.word.length / tempo
-    slack_ms = max(0.0, (CLIP_SAMPLES - word_out) / 2 / SAMPLE_RATE * 1000 - EDGE_GUARD_MS)
+    slack_ms = max(0.0, (n - word_out) / 2 / SAMPLE_RATE * 1000 - EDGE_GUARD_MS)
     shift_ms = float(np.clip(shift["shift_ms"], -slack_ms, slack_ms))
     params = {
         "word": [s.word.start, s.word.end],
@@ -351,10 +355,10 @@ def plan_word(s: Seed, recipe: Recipe, rng: np.random.Generator) -> dict[str, An
 def max_half_window(seed: Seed, recipe: Recipe) -> int:
     """Largest half-length (samples) of seed audio any clip of this seed reads around the word centre."""
     assert seed.word is not None
-    fit = math.ceil(seed.word.length / (WORD_FIT_FRACTION * CLIP_SAMPLES) * 1e4) / 1e4
+    fit = math.ceil(seed.word.length / (WORD_FIT_FRACTION * recipe.clip_samples) * 1e4) / 1e4
     tempo_max = max(recipe.stretch.high, recipe.stretch.low, fit, 1.0)
     shift_max = round(recipe.max_shift_ms * SAMPLE_RATE / 1000)
-    return math.ceil((CLIP_SAMPLES // 2 + shift_max + A.PV_N_FFT) * tempo_max) + A.PV_HOP
+    return math.ceil((recipe.clip_samples // 2 + shift_max + A.PV_N_FFT) * tempo_max) + A.PV_HOP
 
 
 def seed_spectra(bank: Bank, seed: Seed, half_max: int) -> tuple[A.Spectra, int]:
@@ -374,16 +378,17 @@ def seed_spectra(bank: Bank, seed: Seed, half_max: int) -> tuple[A.Spectra, int]
 
 
 def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: dict[str, Seed] | None = None) -> np.ndarray:
-    """The clip described by a clips.jsonl record: float32, exactly CLIP_SAMPLES. No randomness."""
+    """The clip described by a clips.jsonl record: float32, exactly recipe.clip_samples. No randomness."""
     seeds = by_source if by_source is not None else bank.by_source
+    n = recipe.clip_samples
     seed = seeds[record["source"]]
     p = record["params"]
     x = seed.audio
     if "word" not in p:  # a background clip cut from a recording
         o = p["offset"]
-        y = x[o: o + CLIP_SAMPLES]
-        if y.size < CLIP_SAMPLES:  # FONDO recording shorter than 1 s: loop it
-            y = np.tile(x, -(-CLIP_SAMPLES // x.size) + 1)[o: o + CLIP_SAMPLES]
+        y = x[o: o + n]
+        if y.size < n:  # FONDO recording shorter than a clip: loop it
+            y = np.tile(x, -(-n // x.size) + 1)[o: o + n]
         y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
         y = recipe.fondo_gain.apply(y, SAMPLE_RATE, p)
         if "noise" in p and recipe.fondo_noise is not None:
@@ -396,18 +401,18 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     tempo = float(p["tempo"])
     shift = round(p["shift_ms"] * SAMPLE_RATE / 1000)  # > 0: the word sits later in the window
     # The shift is applied as an offset of the crop (same result as Shift.apply, without zero fill):
-    # clip sample t shows seed sample centre + (t - CLIP_SAMPLES / 2 - shift) * tempo.
-    first = centre - (CLIP_SAMPLES // 2 + shift) * tempo
+    # clip sample t shows seed sample centre + (t - n / 2 - shift) * tempo.
+    first = centre - (n // 2 + shift) * tempo
     if tempo == 1.0 and A.pitch_frame_length(p["semitones"]) == A.PV_N_FFT:
         a = int(first)
-        y = x[max(a, 0): max(a + CLIP_SAMPLES, 0)]
-        if a < 0 or a + CLIP_SAMPLES > x.size:  # word near the edge of the recording: pad with silence
-            y = np.pad(y, (max(0, -a), CLIP_SAMPLES - y.size - max(0, -a)))
+        y = x[max(a, 0): max(a + n, 0)]
+        if a < 0 or a + n > x.size:  # word near the edge of the recording: pad with silence
+            y = np.pad(y, (max(0, -a), n - y.size - max(0, -a)))
     else:  # phase vocoder from this seed's spectra (analysed once per process), with a lead-in
         spectra, region_lo = seed_spectra(bank, seed, max_half_window(seed, recipe))
         lead = A.PV_N_FFT // 2
         y = A.synthesise(spectra, first - region_lo - lead * tempo, tempo, float(p["semitones"]),
-                         CLIP_SAMPLES + lead)[lead:]
+                         n + lead)[lead:]
     y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
     y = recipe.reverb.apply(y, SAMPLE_RATE, p["reverb"])
     y = recipe.noise.apply(y, SAMPLE_RATE, p["noise"])
@@ -492,8 +497,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes; default: all cores for big runs, 1 for small ones "
                         "(the output bytes do not depend on it)")
+    p.add_argument("--clip", type=Path,
+                   help="the clip length the features need ($BUILD/params/clip.json, written with the [features] "
+                        f"parameters); default {DEFAULT_CLIP_SAMPLES} samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def read_clip_samples(path: Path | None) -> int:
+    if path is None:
+        return DEFAULT_CLIP_SAMPLES
+    try:
+        clip = json.loads(path.read_text(encoding="utf-8"))["params"]
+        n, rate = int(clip["clip_samples"]), int(clip["sample_rate"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        die(f"{path}: unreadable clip length ({e}); it is written by `python -m pipeline.core.params --out-dir`")
+    if rate != SAMPLE_RATE:
+        die(f"{path}: the features want {rate} Hz clips; the dataset makes {SAMPLE_RATE} Hz clips")
+    return n
 
 
 def check_params(params: dict[str, Any]) -> None:
@@ -510,8 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     params = args.params_used
     check_params(params)
-    bank, conversions, skipped, inputs = load_bank(args.seeds, params["rirs_root"], args.extra_seeds)
-    recipe = make_recipe(params, bank)
+    clip_samples = read_clip_samples(args.clip)
+    bank, conversions, skipped, inputs = load_bank(args.seeds, params["rirs_root"], args.extra_seeds, clip_samples)
+    recipe = make_recipe(params, bank, clip_samples)
     counts = class_counts(bank, params["per_class"], params["fondo_minutes"])
     if counts[BACKGROUND_CLASS] < 1:
         die(f"--fondo-minutes {params['fondo_minutes']}: gives no FONDO clip; use at least 1/60 minute")
@@ -536,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "counts": counts,
             "total_clips": sum(counts.values()),
             "sample_rate": SAMPLE_RATE,
-            "clip_samples": CLIP_SAMPLES,
+            "clip_samples": recipe.clip_samples,
             "seeds_dir": str(args.seeds),
             "extra_seeds_dir": str(args.extra_seeds) if args.extra_seeds else None,
             "clips_by_origin": origin_counts(lines),
@@ -547,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "noise": "fondo" if params["use_fondo_as_noise"] else "synthetic",
             "clips_jsonl_sha256": sha256_file(tmp / "clips.jsonl"),
         }
-        manifest_inputs = inputs + ([args.params] if args.params else [])
+        manifest_inputs = inputs + ([args.params] if args.params else []) + ([args.clip] if args.clip else [])
         atomic_write_json(tmp / "manifest.json", manifest(STAGE, manifest_inputs, params, extra))
     print(f"dataset: {sum(counts.values())} clips in {args.out}/ ({', '.join(f'{c} {n}' for c, n in counts.items())})"
           + (f"; {len(skipped)} non-WAV file(s) ignored" if skipped else ""))

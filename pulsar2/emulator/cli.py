@@ -139,8 +139,8 @@ def say(level: str, message: str) -> None:
 def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     """A box table like Pulsar2's rich tables."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda l, m, r, cells: l + m.join(f" {c:<{w}} " for c, w in zip(cells, widths)) + r  # noqa: E731
-    bar = lambda l, m, r: l + m.join("━" * (w + 2) for w in widths) + r  # noqa: E731
+    line = lambda left, mid, right, cells: left + mid.join(f" {c:<{w}} " for c, w in zip(cells, widths)) + right
+    bar = lambda left, mid, right: left + mid.join("━" * (w + 2) for w in widths) + right
     total = sum(widths) + 3 * len(widths) + 1
     out = [title.center(total), bar("┏", "┳", "┓"), line("┃", "┃", "┃", header), bar("┡", "╇", "┩")]
     out += [line("│", "│", "│", r) for r in rows]

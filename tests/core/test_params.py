@@ -84,7 +84,7 @@ def test_flags_derive_from_the_schema_and_win_over_the_file(tmp_path: Path) -> N
                                      "--no-use-fondo-as-noise"], "dataset")
     assert (args.per_class, args.p_shift, args.snr_list, args.use_fondo_as_noise) == (7, 0.25, [1.0, 2.0, 5.0], False)
     assert args.params_used["p_warp"] == params.defaults("dataset")["p_warp"]
-    assert re.search(r"--per-class PER_CLASS\s+augmented 1 s clips per keyword class.*?\[default\s+3000\]",
+    assert re.search(r"--per-class PER_CLASS\s+augmented clips per keyword class.*?\[default\s+3000\]",
                      parser.format_help(), re.S)
     with pytest.raises(StageError, match=r"p_shift \(--p-shift\): 2.0 is greater than the maximum of 1"):
         parse_stage_args(stage_parser("test", "dataset"), ["--p-shift", "2"], "dataset")
@@ -107,7 +107,7 @@ def test_resolution_writes_a_stage_file_only_when_its_values_change(tmp_path: Pa
     preset.write_text("[train]\nepochs = 3\n")
     assert params.main(["--preset", str(preset), "--out-dir", str(out)]) == 0
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    assert set(mtimes) == {f"{s}.json" for s in params.stages()}
+    assert set(mtimes) == {f"{s}.json" for s in params.stages()} | {"clip.json"}
     assert json.loads((out / "train.json").read_text())["params"]["epochs"] == 3
     preset.write_text("[train]\nepochs = 4\n")
     assert params.main(["--preset", str(preset), "--out-dir", str(out)]) == 0
@@ -116,3 +116,12 @@ def test_resolution_writes_a_stage_file_only_when_its_values_change(tmp_path: Pa
     preset.write_text("[train]\nepochs = -1\n")
     assert params.main(["--preset", str(preset), "--out-dir", str(out)]) == 2  # nothing half-written
     assert json.loads((out / "train.json").read_text())["params"]["epochs"] == 4
+    # the dataset's clip length is the [features] window, stamped alone: other features values leave it alone
+    clip = out / "clip.json"
+    before = clip.stat().st_mtime_ns
+    preset.write_text("[features]\nval_fraction = 0.3\n")
+    assert params.main(["--preset", str(preset), "--out-dir", str(out)]) == 0
+    assert clip.stat().st_mtime_ns == before
+    preset.write_text("[features]\nclip_samples = 24000\nn_frames = 148\n")
+    assert params.main(["--preset", str(preset), "--out-dir", str(out)]) == 0
+    assert json.loads(clip.read_text())["params"] == {"clip_samples": 24000, "sample_rate": 16000}

@@ -179,6 +179,19 @@ def test_conversions_are_done_and_recorded(seeds: Path, tmp_path: Path, run_data
     assert {r["source"] for r in read_lines(out)} >= {"BRAVO/001_stereo.wav", "CHARLIE/001_float.wav"}
 
 
+def test_clips_are_as_long_as_the_features_window(seeds: Path, tmp_path: Path, run_dataset: Runner) -> None:
+    clip = tmp_path / "clip.json"
+    clip.write_text(json.dumps({"stage": "clip", "params": {"clip_samples": 24000, "sample_rate": 16000}}))
+    out = tmp_path / "out"
+    rc, err = run_dataset(seeds, out, "--per-class", "3", "--fondo-minutes", "0.05", "--clip", str(clip))
+    assert rc == 0, err
+    assert json.loads((out / "manifest.json").read_text())["clip_samples"] == 24000
+    assert {sf.info(str(out / r["path"])).frames for r in read_lines(out)} == {24000}
+    clip.write_text(json.dumps({"stage": "clip", "params": {"clip_samples": 24000, "sample_rate": 8000}}))
+    rc, err = run_dataset(seeds, tmp_path / "o2", "--clip", str(clip))
+    assert rc != 0 and "the features want 8000 Hz clips" in err
+
+
 def _corrupt(seeds: Path) -> str:
     (seeds / "ALFA" / "001_bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     return r"ALFA/001_bad\.wav: unreadable or corrupt audio .*re-export it"
@@ -223,13 +236,26 @@ def _long_multiword(seeds: Path) -> str:
     return r"CHARLIE/001_take\.wav: 11\.0 s long with 2 separate words .*split it into one file per word"
 
 
+def _truncated(seeds: Path) -> str:
+    path = write_wav(seeds / "ALFA" / "004_cut.wav", tone_word(dur_s=1.5, word_at_s=0.4, word_s=0.5))
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + (len(data) - 44) // 3])  # the header still claims all of it
+    return r"ALFA/004_cut\.wav: truncated: its header says \d+ bytes of audio, the file holds \d+.*copy or export it again"
+
+
+def _clipped(seeds: Path) -> str:
+    x = np.clip(8.0 * tone_word(dur_s=1.5, word_at_s=0.4, word_s=0.5), -1.0, 1.0)
+    write_wav(seeds / "ALFA" / "003_loud.wav", x)
+    return r"ALFA/003_loud\.wav: clipped \(\d+ samples at full scale.*input gain lower"
+
+
 def _word_too_long(seeds: Path) -> str:
     write_wav(seeds / "ALFA" / "002_slow.wav", tone_word(dur_s=3.0, word_at_s=0.3, word_s=2.2))
     return r"ALFA/002_slow\.wav: the word is .* too long for a 1 s clip"
 
 
 @pytest.mark.parametrize("breakage", [_corrupt, _empty, _silent, _silent_fondo, _no_wavs, _one_keyword, _no_fondo,
-                                      _long_multiword, _word_too_long])
+                                      _long_multiword, _truncated, _clipped, _word_too_long])
 def test_bad_input_is_one_clear_error_and_the_old_output_survives(
         breakage: Callable[[Path], str], seeds: Path, tmp_path: Path, run_dataset: Runner,
         hashes: Callable[[Path], dict[str, str]]) -> None:
@@ -283,3 +309,17 @@ def test_invalid_flag_values_are_refused(seeds: Path, tmp_path: Path, run_datase
     assert not (tmp_path / "o").exists()
 
 
+
+
+@pytest.mark.parametrize("offset", [0.05, 0.1, -0.1])
+def test_a_dc_offset_is_removed_and_the_word_found_as_without_it(tmp_path: Path, offset: float) -> None:
+    from pipeline.audio.locate import locate_word
+    from pipeline.audio.wav import read_audio
+
+    clean = tone_word(dur_s=1.5, word_at_s=0.4, word_s=0.585)
+    plain = write_wav(tmp_path / "plain.wav", clean)
+    shifted = write_wav(tmp_path / "dc.wav", clean + np.float32(offset))
+    audio, conv = read_audio(shifted)
+    assert any(step.startswith("DC offset") for step in conv.steps)
+    want, got = locate_word(read_audio(plain)[0]), locate_word(audio)
+    assert abs(got.start - want.start) <= 160 and abs(got.end - want.end) <= 160  # within 10 ms

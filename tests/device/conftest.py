@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from device.emulator.launch import BASE_PATH, LoopbackBoard, board_environment, free_port, install_emulator_bin, start_local_sshd
+from device.emulator.launch import (
+    BASE_PATH,
+    LoopbackBoard,
+    board_environment,
+    free_port,
+    install_emulator_bin,
+    start_local_sshd,
+)
 from device.ssh import BoardSpec, connect, open_connection
 from tests.device.tiny_model import make_build
 

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from device.commands import eval_boards
 from device.deploy import deploy
 from device.evaluate import eval_npu
 from device.ssh import ConnectionLost, connect, open_connection
+from tests.conftest import ROOT
 from tests.device.conftest import board_spec
 from tests.device.tiny_model import make_build
 
@@ -98,3 +101,24 @@ def test_fleet_two_boards_one_report_each_and_a_summary(loopback_board, build, t
         assert (Path(r["local_dir"]) / "report.json").is_file()
     summary = json.loads((build / "device" / "summary-per-input.json").read_text())
     assert summary["boards"] == 2 and summary["failed_boards"] == []
+
+
+def _invoke(board, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", *args, "--host", "127.0.0.1", "--port", str(board.port),
+                           "--key", str(board.client_key()), "--known-hosts", str(board.known_hosts)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_eval_npu_exits_non_zero_when_inputs_fail(conn, build, remote_root, loopback_board):
+    res = deploy(conn, build, str(remote_root))
+    where = ["--build", str(build), "--remote-root", str(remote_root)]
+    bad = remote_root / res["bundle_id"] / "input" / "2" / "input.bin"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    r = _invoke(loopback_board, "eval-npu", *where, "--fresh")
+    assert r.returncode == 2 and "failed inputs:" in r.stderr and "1 of 4" in r.stderr and "--allow-failures" in r.stderr
+    assert _invoke(loopback_board, "eval-npu", *where, "--fresh", "--allow-failures", "1").returncode == 0
+    for k in range(4):  # every input fails: never a pass, whatever is allowed
+        p = remote_root / res["bundle_id"] / "input" / str(k) / "input.bin"
+        p.write_bytes(b"\0" * 10)
+    r = _invoke(loopback_board, "eval-npu", *where, "--fresh", "--allow-failures", "10")
+    assert r.returncode == 2 and "4 of 4" in r.stderr, r.stdout + r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from device.bench import bench
 from device.bundle import COMPLETE_MARKER, collect_bundle
-from device.deploy import deploy
+from device.deploy import deploy, verify
 from device.evaluate import eval_npu
 from device.ssh import DeviceError, connect, open_connection
 from tests.device.conftest import board_spec
@@ -174,3 +175,40 @@ def test_board_emulator_task_falls_back_to_a_local_sshd_and_prints_working_optio
         board_tasks.emulator(no_docker, stop=True, state=str(state))
     assert "stopped" in capsys.readouterr().out
     assert not (state / "endpoint.json").exists()
+
+
+def test_a_damaged_board_copy_is_detected_and_replaced(conn, build, remote_root):
+    first = deploy(conn, build, str(remote_root))
+    model = remote_root / first["bundle_id"] / "model" / "compiled.axmodel"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte on the board
+    model.write_bytes(bytes(data))
+    assert verify(conn, str(remote_root))["damaged"] == ["model/compiled.axmodel: FAILED"]
+    again = deploy(conn, build, str(remote_root))
+    assert again["status"] == "deployed" and again["replaced"] == "damaged" and again["transferred_bytes"] > 0
+    assert model.read_bytes() == (build / "pulsar2" / "output" / "compiled.axmodel").read_bytes()
+    assert verify(conn, str(remote_root)) == {"host": "127.0.0.1", "bundle_id": first["bundle_id"],
+                                             "files": len(collect_bundle(build).files), "damaged": []}
+    assert deploy(conn, build, str(remote_root))["status"] == "unchanged"
+    forced = deploy(conn, build, str(remote_root), force=True)
+    assert forced["status"] == "deployed" and forced["replaced"] == "forced"
+    assert sorted(p.name for p in remote_root.iterdir()) == sorted([".incoming", "current", first["bundle_id"]])
+
+
+def test_verify_without_a_deployed_bundle_says_so(conn, remote_root):
+    remote_root.mkdir(parents=True)
+    with pytest.raises(DeviceError, match="nothing deployed.*run invoke deploy"):
+        verify(conn, str(remote_root))
+
+
+def test_a_full_board_disk_is_named_and_nothing_is_left_behind(conn, build, tmp_path):
+    root = tmp_path / "small"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with pytest.raises(DeviceError, match=r"disk full on the board: need [\d.]+ MB in .*, have 0\.\d MB"):
+            deploy(conn, build, str(root / "kws"))
+        assert list((root / "kws" / ".incoming").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(root)], check=True)

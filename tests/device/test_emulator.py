@@ -134,3 +134,28 @@ def test_help_says_emulator_and_lists_the_documented_flags(tmp_path):
                  "--output-folder", "--list", "--verify", "--inputs-is-folder", "--outputs-is-folder",
                  "--use-tensor-name", "--save-benchmark"):
         assert flag in text
+
+
+def test_a_busy_port_is_refused_and_the_own_emulator_adopted(tmp_path):
+    import socket
+
+    from invoke import Context
+
+    from device.emulator.launch import free_port, start_emulator, stop_emulator
+    from pipeline.core.cli import StageError
+
+    with socket.socket() as other:  # another program on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(StageError, match=f"127.0.0.1:{port} is already in use by another program"):
+            start_emulator(Context(), tmp_path / "emu", port, runner="local")
+        assert not (tmp_path / "emu" / "endpoint.json").exists()
+    port = free_port()
+    board = start_emulator(Context(), tmp_path / "emu", port, runner="local")
+    try:
+        again = start_emulator(Context(), tmp_path / "emu", port, runner="local")  # adopted, not a dead second one
+        assert again.pid == board.pid
+    finally:
+        assert stop_emulator(tmp_path / "emu") == f"stopped the board emulator on 127.0.0.1:{port}"
+    assert board.proc is not None and board.proc.wait(timeout=10) is not None

@@ -12,11 +12,12 @@ from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit
 
 from device import tasks as board_tasks
-from device.bench import BENCH_SCRIPT, bench
-from device.bundle import collect_bundle
+from device.bench import bench
+from device.bundle import COMPLETE_MARKER, SUMS_NAME, collect_bundle
 from device.commands import board_specs
-from device.deploy import PROBE_SCRIPT, deploy
+from device.deploy import deploy
 from device.fleet import parse_hosts
+from device.remote import script
 from device.ssh import DeviceError, script_command
 from tests.device.tiny_model import make_build
 
@@ -53,10 +54,10 @@ def test_bench_runs_ax_run_model_with_w_r_on_the_quoted_bundle_model(tmp_path):
     c.host, c.port = "board", 22
     r = bench(c, build, "/opt/my kws", warmup=10, repeat=100)
     calls = [call.args[0] for call in c.run.call_args_list]
-    assert calls[0] == script_command(PROBE_SCRIPT, ["/opt/my kws", bid, "0"])
-    assert calls[1] == script_command(BENCH_SCRIPT, ["/opt/bin/ax_run_model", f"/opt/my kws/{bid}/model/compiled.axmodel", "10", "100"])
+    assert calls[0] == script_command(script("probe"), ["/opt/my kws", bid, "0", "0", COMPLETE_MARKER, SUMS_NAME])
+    assert calls[1] == script_command(script("bench"), ["/opt/bin/ax_run_model", f"/opt/my kws/{bid}/model/compiled.axmodel", "10", "100"])
     assert shlex.split(calls[1])[4:] == ["/opt/bin/ax_run_model", f"/opt/my kws/{bid}/model/compiled.axmodel", "10", "100"]
-    assert 'ax=$1 model=$2 w=$3 r=$4\n"$ax" -m "$model" -w "$w" -r "$r"' in BENCH_SCRIPT
+    assert 'ax=$1 model=$2 w=$3 r=$4\n"$ax" -m "$model" -w "$w" -r "$r"' in script("bench")
     assert r["type"] == "Half" and r["npu_mode"] == "NPU1" and r["avg_ms"] == 1.058 and r["median_ms"] == 1.058
     assert r["pulsar2_version"] == "4.2 751f68f9" and r["tool_version"] == "2.3.3sp" and r["cmm_size_bytes"] == 748716
     assert r["percentiles_raw_ms"] == {"p5": 1.062, "p90": 1.057, "p95": 1.057, "p99": 1.056}
@@ -70,7 +71,8 @@ def test_deploy_of_an_unchanged_bundle_runs_only_the_probe(tmp_path):
     c.host, c.port = "board", 22
     res = deploy(c, build, "/opt/kws")
     assert res["status"] == "unchanged" and res["transferred_bytes"] == 0
-    assert [call.args[0] for call in c.run.call_args_list] == [script_command(PROBE_SCRIPT, ["/opt/kws", bid, "1"])]
+    assert [call.args[0] for call in c.run.call_args_list] == [
+        script_command(script("probe"), ["/opt/kws", bid, "1", "1", COMPLETE_MARKER, SUMS_NAME])]
 
 
 def test_deploy_refuses_an_emulated_axmodel_after_the_probe_only(tmp_path):
@@ -109,8 +111,11 @@ def _fake_ssh_server() -> tuple[int, threading.Thread]:
     return port, t
 
 
-def test_board_emulator_task_runs_the_container_on_loopback_only(tmp_path, capsys):
-    port, server = _fake_ssh_server()
+def test_board_emulator_task_runs_the_container_on_loopback_only(tmp_path, capsys, monkeypatch):
+    from device.emulator import launch
+
+    port, server = _fake_ssh_server()  # stands in for the container's sshd, so the port is taken already
+    monkeypatch.setattr(launch, "port_in_use", lambda p: False)
     c = MockContext(run={
         "docker info --format '{{.ServerVersion}}'": Result("20.10.24\n"),
         "docker image inspect kws-board-emulator:latest": Result("[{}]\n"),

@@ -130,6 +130,7 @@ def write_preset(path: Path, text: str) -> str:
         ("[voices]\ntakes_per_voice = 1", NOT_THE_TTS_SETS),
         ("[dataset]\nper_class = 7", NOT_THE_TTS_SETS[1:]),
         ("[features]\nval_fraction = 0.2", NOT_THE_TTS_SETS[2:]),
+        ("[features]\nclip_samples = 24000\nn_frames = 148", NOT_THE_TTS_SETS[1:]),  # the window: clips too
         ("[train]\nepochs = 3", ["pipeline.stages.train", *DOWNSTREAM_OF_MODEL]),
         ("[export]\nparity_samples = 10", DOWNSTREAM_OF_MODEL),
         ("[detector]\nrefractory_s = 2.0", ["pipeline.eval.detector_calib", "device.runtime.pack", "pipeline.stages.where"]),
@@ -258,3 +259,12 @@ def test_a_loaded_pulsar2_image_rebuilds_the_axmodel_and_everything_after_it(tmp
     r = make("-n", "all", "PULSAR2_IMAGE=pulsar2:4.2", build=build, **env)
     assert planned(r.stdout) == ["pulsar2.build", "pulsar2.quant_report", "pipeline.stages.where"]
     assert json.loads((build / "stamps" / "pulsar2.json").read_text())["mode"] == "real"
+
+
+def test_an_axmodel_without_its_manifest_is_rebuilt(touched_build: Path) -> None:
+    """Killed after the compiler wrote compiled.axmodel but before pulsar2.build checked it and wrote the
+    manifest (its last act): the axmodel is not taken as built."""
+    (touched_build / "pulsar2" / "output" / "compiled.axmodel").write_bytes(b"half")
+    (touched_build / "pulsar2" / "output" / "manifest.json").unlink()
+    assert "pulsar2.build" in planned(make("-n", "axmodel", build=touched_build).stdout)
+    assert make("-q", "axmodel", build=touched_build, check=False).returncode != 0
