@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 # A mean level above this (full scale = 1) is a DC offset of the recording chain: removed, and recorded.
-DC_OFFSET_LIMIT = 1e-3
+DC_OFFSET_LIMIT = 0.01
 # data chunk sizes that mean "length unknown" (written by a recorder that streams, before it knows the end)
 UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
 
