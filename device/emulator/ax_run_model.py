@@ -100,7 +100,7 @@ def _banner(args: argparse.Namespace, meta: dict, cmm_bytes: int, ort_version: s
     vnpu = {0: "Disable", 1: "STD", 2: "BigLittle"}[args.vnpu]
     rows = [
         ("model", args.model),
-        ("type", "Full" if mode == "NPU2" else "Half"),
+        ("type", "Half" if mode == "NPU1" else "Full"),
         ("vnpu", vnpu),
         ("affinity", f"0b{args.affinity:02b}"),
         ("warmup", str(args.warmup)),

@@ -48,6 +48,7 @@ from pipeline.audio.talk import NEAR_MISS_PREFIX
 from pipeline.audio.wav import AudioError, read_audio, wav_bytes
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from pipeline.core.params import defaults as param_defaults
 from pipeline.core.provenance import manifest
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 STAGE = "dataset"
 BACKGROUND_CLASS = "FONDO"
 SAMPLE_RATE = 16000
-DEFAULT_CLIP_SAMPLES = 16000  # a clip's length comes from the [features] contract (--clip); this is its default
+# A clip is as long as the features' window: [features] clip_samples (--clip); without it, that parameter's default.
+DEFAULT_CLIP_SAMPLES = int(param_defaults("features")["clip_samples"])
 # Guard between the word and the window edge when limiting a shift, ms.
 EDGE_GUARD_MS = 25.0
 FONDO_GAIN_DB = (-12.0, 3.0)
@@ -499,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the output bytes do not depend on it)")
     p.add_argument("--clip", type=Path,
                    help="the clip length the features need ($BUILD/params/clip.json, written with the [features] "
-                        f"parameters); default {DEFAULT_CLIP_SAMPLES} samples")
+                        f"parameters); default {DEFAULT_CLIP_SAMPLES} samples, the [features] default")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -84,7 +84,7 @@ def test_flags_derive_from_the_schema_and_win_over_the_file(tmp_path: Path) -> N
                                      "--no-use-fondo-as-noise"], "dataset")
     assert (args.per_class, args.p_shift, args.snr_list, args.use_fondo_as_noise) == (7, 0.25, [1.0, 2.0, 5.0], False)
     assert args.params_used["p_warp"] == params.defaults("dataset")["p_warp"]
-    assert re.search(r"--per-class PER_CLASS\s+augmented clips per keyword class.*?\[default\s+3000\]",
+    assert re.search(r"--per-class PER_CLASS\s+augmented clips per keyword class.*?\[default\s+1000\]",
                      parser.format_help(), re.S)
     with pytest.raises(StageError, match=r"p_shift \(--p-shift\): 2.0 is greater than the maximum of 1"):
         parse_stage_args(stage_parser("test", "dataset"), ["--p-shift", "2"], "dataset")

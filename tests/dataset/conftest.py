@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -38,14 +39,23 @@ def seeds(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run_dataset(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Callable[..., tuple[int, str]]:
-    """Run ``python -m pipeline.stages.dataset`` in-process; returns (exit status, stderr + log text)."""
+def one_second(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clip stamp of 1 s clips (the tests' seeds and tone words are sized for them; a test may pass another)."""
+    path = tmp_path_factory.mktemp("clip") / "clip.json"
+    path.write_text(json.dumps({"stage": "clip", "params": {"clip_samples": 16000, "sample_rate": 16000}}))
+    return path
+
+
+@pytest.fixture
+def run_dataset(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+                one_second: Path) -> Callable[..., tuple[int, str]]:
+    """Run ``python -m pipeline.stages.dataset`` in-process (1 s clips); returns (exit status, stderr + log text)."""
 
     def run(seeds_dir: Path, out: Path, *extra: str, params: Path = SMOKE) -> tuple[int, str]:
         caplog.clear()
         with caplog.at_level(logging.INFO):
             rc = run_main(dataset.main, ["--params", str(params), "--seeds", str(seeds_dir), "--out", str(out),
-                                         *SMALL, *extra])
+                                         "--clip", str(one_second), *SMALL, *extra])
         err = capsys.readouterr().err
         return rc, err + "\n" + caplog.text
 

@@ -55,7 +55,7 @@ def test_outputs_layout_clips_jsonl_and_manifest(seeds: Path, tmp_path: Path, ru
     assert m["total_clips"] == 15
     assert m["params"]["per_class"] == 4 and m["params"]["seed"] == 1234 and m["params"]["snr_list"] == [20, 10, 5, 0]
     assert {"git", "libraries", "image_id"} <= set(m["provenance"])
-    assert all(len(h) == 64 for h in m["inputs"].values()) and len(m["inputs"]) == 6  # 5 seeds + params file
+    assert all(len(h) == 64 for h in m["inputs"].values()) and len(m["inputs"]) == 7  # 5 seeds, params, clip stamp
     assert m["skipped_non_wav"] == {"count": 1, "files": ["ALFA/notes.txt"]}
     assert "ALFA/notes.txt: not a .wav file; ignored" in err
     words = {s["source"]: s["word"] for s in m["seeds"]}
@@ -98,8 +98,8 @@ def test_one_clip_regenerated_alone_from_its_line(seeds: Path, tmp_path: Path, r
     out = tmp_path / "out"
     assert run_dataset(seeds, out, "--p-reverb", "1", "--p-pitch", "1", "--p-stretch", "1")[0] == 0
     m = json.loads((out / "manifest.json").read_text())
-    bank, _, _, _ = dataset.load_bank(seeds, m["params"]["rirs_root"])
-    recipe = dataset.make_recipe(m["params"], bank)
+    bank, _, _, _ = dataset.load_bank(seeds, m["params"]["rirs_root"], clip_samples=m["clip_samples"])
+    recipe = dataset.make_recipe(m["params"], bank, m["clip_samples"])
     lines = read_lines(out)
     for record in (lines[3], lines[7], lines[-1]):  # keyword clips and a FONDO clip
         audio = dataset.render_clip(bank, recipe, json.loads(json.dumps(record)))
@@ -158,7 +158,7 @@ def test_rirs_root_uses_the_given_impulse_responses(seeds: Path, tmp_path: Path,
     kinds = {r["params"]["reverb"]["kind"] for r in read_lines(out) if r["class"] != "FONDO"}
     assert kinds == {"file"}
     m = json.loads((out / "manifest.json").read_text())
-    assert len(m["rirs"]) == 2 and len(m["inputs"]) == 8
+    assert len(m["rirs"]) == 2 and len(m["inputs"]) == 9
     rc, err = run_dataset(seeds, tmp_path / "o2", "--rirs-root", str(tmp_path / "none"))
     assert rc == 2 and "--rirs-root folder not found" in err
 

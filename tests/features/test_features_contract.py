@@ -36,13 +36,14 @@ def lcg_noise(n: int, seed: int = 12345) -> np.ndarray:
     return out
 
 
-def chirp_clip() -> np.ndarray:
-    """A deterministic 1 s test clip: 50 ms of exact silence (hits the power floor), then a log chirp
+def chirp_clip(n: int = 16000) -> np.ndarray:
+    """A deterministic test clip of ``n`` samples: 50 ms of exact silence (hits the power floor), then a log chirp
     100 Hz -> 7 kHz under a smooth envelope over low-level noise (bounds the per-frame dynamic range)."""
-    sr, n = 16000, 16000
+    sr = 16000
+    dur = n / sr
     t = np.arange(n) / sr
-    x = 0.3 * scipy.signal.chirp(t, f0=100.0, t1=1.0, f1=7000.0, method="logarithmic")
-    env = np.clip(np.sin(np.pi * (t - 0.1) / 0.8), 0.0, None) * (t > 0.1) * (t < 0.9)
+    x = 0.3 * scipy.signal.chirp(t, f0=100.0, t1=dur, f1=7000.0, method="logarithmic")
+    env = np.clip(np.sin(np.pi * (t - 0.1) / (dur - 0.2)), 0.0, None) * (t > 0.1) * (t < dur - 0.1)
     x = x * env + 0.003 * lcg_noise(n)
     x[:800] = 0.0
     return x.astype(np.float32)
@@ -87,40 +88,42 @@ def contract(request: pytest.FixtureRequest) -> FeatureContract:
     return family_contract(request.param)
 
 
-def test_shape_dtype_and_exactly_98_frames(contract: FeatureContract) -> None:
-    audio = np.zeros((3, 16000), np.float32)
+def test_shape_dtype_and_exactly_n_frames(contract: FeatureContract) -> None:
+    audio = np.zeros((3, contract.clip_samples), np.float32)
     out = logmel(audio, contract)
-    assert out.shape == (3, 1, 98, contract.n_mels) and out.dtype == np.float32 and out.flags.c_contiguous
-    assert logmel(audio[0], contract).shape == (1, 1, 98, contract.n_mels)
+    f = 1 + (contract.clip_samples - 400) // 160
+    assert out.shape == (3, 1, f, contract.n_mels) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert logmel(audio[0], contract).shape == (1, 1, f, contract.n_mels)
     assert pad_samples(contract) == (56, 56)
 
 
 def test_silence_sits_exactly_on_the_power_floor(contract: FeatureContract) -> None:
-    out = logmel(np.zeros(16000, np.float32), contract)
+    out = logmel(np.zeros(contract.clip_samples, np.float32), contract)
     floor = (10 * np.log10(contract.power_floor) - contract.norm_mean_db) / contract.norm_std_db
     np.testing.assert_allclose(out, floor, rtol=0, atol=1e-6)
 
 
 def test_wrong_length_is_refused(contract: FeatureContract) -> None:
-    with pytest.raises(ValueError, match="16000"):
-        logmel(np.zeros(15999, np.float32), contract)
-    with pytest.raises(ValueError, match="16000"):
-        logmel(np.zeros((2, 2, 16000), np.float32), contract)
+    n = contract.clip_samples
+    with pytest.raises(ValueError, match=str(n)):
+        logmel(np.zeros(n - 1, np.float32), contract)
+    with pytest.raises(ValueError, match=str(n)):
+        logmel(np.zeros((2, 2, n), np.float32), contract)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_golden_chirp(family: str) -> None:
     contract = family_contract(family)
     golden = np.load(GOLDEN[family])
-    out = logmel(chirp_clip(), contract)
-    assert golden.shape == out.shape == (1, 1, 98, contract.n_mels)
+    out = logmel(chirp_clip(contract.clip_samples), contract)
+    assert golden.shape == out.shape == (1, 1, contract.n_frames, contract.n_mels)
     # float32 FFTs differ by a few 1e-5 between CPU instruction sets (3.7e-5 measured on a machine other
     # than the one that wrote the golden); any change of the contract moves values by far more than 1e-4
     np.testing.assert_allclose(out, golden, rtol=0, atol=1e-4)
 
 
 def test_independent_reference_agrees(contract: FeatureContract) -> None:
-    clips = [chirp_clip(), (0.2 * lcg_noise(16000, seed=99)).astype(np.float32)]
+    clips = [chirp_clip(contract.clip_samples), (0.2 * lcg_noise(contract.clip_samples, seed=99)).astype(np.float32)]
     clips.append(np.roll(clips[0], 3000))
     batch = logmel(np.stack(clips), contract)
     for k, clip in enumerate(clips):
@@ -136,11 +139,11 @@ def test_independent_reference_agrees(contract: FeatureContract) -> None:
 def test_frame_t_covers_samples_hop_t_to_hop_t_plus_win(contract: FeatureContract) -> None:
     """A click at sample s lights frames t with 160t <= s < 160t + 400 and no others."""
     s = 5000
-    x = np.zeros(16000, np.float32)
+    x = np.zeros(contract.clip_samples, np.float32)
     x[s] = 1.0
     out = logmel(x, contract)[0, 0]
     lit = np.flatnonzero(out.max(axis=1) > out.min() + 1e-3)  # above the floor (or the top_db floor)
-    expected = [t for t in range(98) if 160 * t <= s < 160 * t + 400]
+    expected = [t for t in range(contract.n_frames) if 160 * t <= s < 160 * t + 400]
     # the Hann window is zero at its first sample only
     expected = [t for t in expected if s != 160 * t]
     assert lit.tolist() == expected
@@ -149,7 +152,7 @@ def test_frame_t_covers_samples_hop_t_to_hop_t_plus_win(contract: FeatureContrac
 def test_equals_torchaudio_melspectrogram(contract: FeatureContract) -> None:
     import torch
 
-    x = np.stack([chirp_clip(), np.roll(chirp_clip(), 5000)])
+    x = np.stack([chirp_clip(contract.clip_samples), np.roll(chirp_clip(contract.clip_samples), 5000)])
     with torch.inference_mode():
         padded = torch.nn.functional.pad(torch.from_numpy(x), pad_samples(contract))
         p = mel_spectrogram_transform(contract)(padded)  # (n, mels, frames)
@@ -157,12 +160,12 @@ def test_equals_torchaudio_melspectrogram(contract: FeatureContract) -> None:
               / contract.norm_std_db).transpose(1, 2).unsqueeze(1).numpy()
     if contract.top_db > 0:
         ta = np.maximum(ta, ta.max(axis=(1, 2, 3), keepdims=True) - contract.top_db / contract.norm_std_db)
-    assert ta.shape == (2, 1, 98, contract.n_mels)  # torchaudio with center=False on the padded clip: 98 frames
+    assert ta.shape == (2, 1, contract.n_frames, contract.n_mels)  # torchaudio, center=False, on the padded clip
     np.testing.assert_allclose(logmel(x, contract), ta, rtol=0, atol=1e-5)
 
 
 def test_batch_equals_one_by_one(contract: FeatureContract) -> None:
-    clips = np.stack([np.roll(chirp_clip(), k * 1000) for k in range(5)])
+    clips = np.stack([np.roll(chirp_clip(contract.clip_samples), k * 1000) for k in range(5)])
     batch = logmel(clips, contract)
     for k in range(5):
         np.testing.assert_allclose(batch[k : k + 1], logmel(clips[k], contract), rtol=0, atol=1e-6)
@@ -185,7 +188,7 @@ def test_normalisation_is_roughly_standard_on_speechlike_clips(contract: Feature
     """The fixed constants put synthetic voiced clips in noise near zero mean, unit-ish spread."""
     from tests.features.conftest import synth_clip
 
-    x = np.stack([synth_clip(ci, k) for ci in range(3) for k in range(4)])
+    x = np.stack([synth_clip(ci, k, n=contract.clip_samples) for ci in range(3) for k in range(4)])
     out = logmel(x, contract)
     assert -1.0 < float(out.mean()) < 1.0
     assert 0.4 < float(out.std()) < 2.0
@@ -205,5 +208,6 @@ def test_loudest_window() -> None:
 if __name__ == "__main__" and "--regenerate" in sys.argv:
     for family, path in GOLDEN.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, logmel(chirp_clip(), family_contract(family)))
+        c = family_contract(family)
+        np.save(path, logmel(chirp_clip(c.clip_samples), c))
         print(f"wrote {path}")

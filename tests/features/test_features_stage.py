@@ -84,14 +84,15 @@ def test_wrong_rate_or_length_names_the_clip(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "dataset", per_class=2)
     bad = ds / "BRAVO" / "bravo_00001.wav"
     sf.write(str(bad), synth_clip(1, 1)[:15000], 16000, subtype="PCM_16")
+    crnn = ["--params", str(DEFAULT_FEATURES_TOML)]  # the 1 s clips of make_dataset
     with pytest.raises(StageError, match=r"bravo_00001\.wav: 16000 Hz, 15000 samples"):
-        main(["--dataset", str(ds), "--out", str(tmp_path / "f"), "--no-progress"])
+        main(["--dataset", str(ds), "--out", str(tmp_path / "f"), "--no-progress", *crnn])
     sf.write(str(bad), synth_clip(1, 1), 22050, subtype="PCM_16")
     assert run_features(ds, tmp_path / "f") == 2
     assert not (tmp_path / "f").exists()  # nothing half-written
     sf.write(str(bad), np.stack([synth_clip(1, 1)] * 2, axis=1), 16000, subtype="FLOAT")
     with pytest.raises(StageError, match=r"bravo_00001\.wav: 16000 Hz, 2 channel"):
-        main(["--dataset", str(ds), "--out", str(tmp_path / "f"), "--no-progress"])
+        main(["--dataset", str(ds), "--out", str(tmp_path / "f"), "--no-progress", *crnn])
 
 
 def test_failed_run_leaves_the_previous_features_untouched(tiny_build: Path, tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_unknown_class_and_missing_dataset(tmp_path: Path) -> None:
 
 
 def test_fast_pcm16_reader_equals_soundfile(tmp_path: Path) -> None:
-    c = load_contract()
+    c = load_contract(DEFAULT_FEATURES_TOML)
     p = tmp_path / "a.wav"
     sf.write(str(p), synth_clip(0, 3), 16000, subtype="PCM_16")
     ref, _ = sf.read(str(p), dtype="float32")
@@ -143,15 +144,15 @@ def test_single_file_mode_loudest_window_plot_and_npy(tmp_path: Path, capsys: py
     png, npy = tmp_path / "spec.png", tmp_path / "x.npy"
     assert run_main(main, [str(wav), "--plot", str(png), "--out", str(npy)]) == 0
     text = capsys.readouterr().out
-    assert "loudest 1.000 s window" in text and "shape (1, 1, 98, 32)" in text
+    assert "loudest 2.000 s window" in text and "shape (1, 1, 198, 32)" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     feats = np.load(npy)
-    assert feats.shape == (1, 1, 98, 32) and feats.dtype == np.float32
+    assert feats.shape == (1, 1, 198, 32) and feats.dtype == np.float32
     # the loud burst (1.4-1.8 s) is inside the chosen window, and is what the features show
     import re
 
     start_s, end_s = map(float, re.search(r"window, ([\d.]+)-([\d.]+) s of 2.500 s", text).groups())
-    assert start_s <= 1.4 and end_s >= 1.8 and end_s - start_s == pytest.approx(1.0)
+    assert start_s <= 1.4 and end_s >= 1.8 and end_s - start_s == pytest.approx(2.0)
     assert feats[0, 0].max() > 3.0
     short = tmp_path / "short.wav"
     sf.write(str(short), (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)).astype(np.float32), 16000)

@@ -91,7 +91,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """features (embedding contract) -> embeddings -> head -> ONNX, through the stage CLIs."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("embedding")
-    features = write_feature_set(root / "features", per_class=30, contract=load_contract())
+    features = write_feature_set(root / "features", per_class=60, contract=load_contract())
     assert run_main(embeddings_stage.main, ["--features", str(features), "--out", str(root / "embeddings"),
                                             "--threads", "1"]) == 0
     assert run_main(train_mod.main, ["--features", str(features), "--embeddings", str(root / "embeddings"),
@@ -107,7 +107,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_cached_embeddings_match_the_model_and_their_features(built: dict[str, Path]) -> None:
     fs = FeatureSet.open(built["features"])
     es = embeddings_stage.EmbeddingSet.open(built["embeddings"], fs)
-    assert es.x.shape == (len(fs), 3, 96) and es.manifest["embedding_sha256"] == E.EMBEDDING_SHA256
+    assert es.x.shape == (len(fs), E.n_windows(fs.contract.n_frames), 96) == (len(fs), 16, 96)
+    assert es.manifest["embedding_sha256"] == E.EMBEDDING_SHA256
     with torch.no_grad():
         direct = E.SpeechEmbedding(fs.contract.norm_mean_db, fs.contract.norm_std_db)(torch.from_numpy(np.array(fs.x[:5])))
     np.testing.assert_allclose(es.x[:5], direct.numpy(), rtol=0, atol=1e-5)
@@ -141,7 +142,7 @@ def test_one_onnx_graph_on_the_npu_operator_list_with_the_contract(built: dict[s
     ops = {n.op_type for n in model.graph.node}
     assert ops <= AX620E_OPS, ops - AX620E_OPS
     m = OnnxModel(built["onnx"])
-    assert m.contract == load_contract() and m.classes == list(CLASSES) and m.input_shape == [1, 1, 98, 32]
+    assert m.contract == load_contract() and m.classes == list(CLASSES) and m.input_shape == [1, 1, 198, 32]
     assert json.loads(m.metadata["model_config"])["embedding_sha256"] == E.EMBEDDING_SHA256
     assert m.metadata["family"] == "embedding"
     parity = json.loads(built["parity"].read_text(encoding="utf-8"))

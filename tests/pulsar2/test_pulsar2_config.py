@@ -72,10 +72,19 @@ def test_params_file_sets_options_and_is_validated(build_dir: Path, tmp_path: Pa
     assert cfg["quant"]["layer_configs"] == [{"start_tensor_names": ["DEFAULT"], "end_tensor_names": ["DEFAULT"],
                                               "data_type": "U16"}]
     out.unlink()
-    params.write_text('[pulsar2]\nnpu_mode = "NPU3"\n', encoding="utf-8")
+    params.write_text('[pulsar2]\nnpu_mode = "NPU3"\n', encoding="utf-8")  # an AX650 mode on the AX620E
     rc, out = run(build_dir, params=params)
     assert rc == 2 and not out.exists()
     assert "npu_mode" in capsys.readouterr().err
+
+
+def test_the_ax650_preset_builds_an_ax650_config(build_dir: Path) -> None:
+    from tests.conftest import ROOT
+
+    rc, out = run(build_dir, params=ROOT / "pipeline" / "params" / "presets" / "ax650.toml")
+    assert rc == 0
+    cfg = json.loads(out.read_text(encoding="utf-8"))
+    assert (cfg["target_hardware"], cfg["npu_mode"]) == ("AX650", "NPU3") and validate_config(cfg) == []
 
 
 def test_unknown_u16_layer_is_an_error(build_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
