@@ -103,7 +103,8 @@ def eval_boards(
     summary = {
         "mode": mode, "boards": len(results), "failed_boards": sorted(k for k, v in results.items() if "error" in v),
         "per_board": {k: ({"error": v["error"]} if "error" in v else {
-            key: v[key] for key in ("bundle_id", "n_inputs", "n_compared", "n_failed", "agreement", "npu_accuracy",
+            key: v[key] for key in ("bundle_id", "n_inputs", "n_compared", "n_failed", "agreement", "n_decided",
+                                    "agreement_decided", "npu_accuracy",
                                     "onnx_accuracy", "max_abs_dlogit", "min_cosine", "EMULATED", "local_dir")
         }) for k, v in results.items()},
     }
@@ -177,7 +178,7 @@ def format_eval(results: Mapping[str, Any]) -> str:
         fmt = lambda x: "-" if x is None else f"{x:.4f}"
         lines.append(
             f"{label}: {r['mode']} mode{emu}: {r['n_compared']}/{r['n_inputs']} inputs compared, {r['n_failed']} failed; "
-            f"top-1 agreement NPU vs ONNX {fmt(r['agreement'])}; accuracy NPU {fmt(r['npu_accuracy'])} "
+            f"top-1 agreement NPU vs ONNX {fmt(r['agreement'])} (decided inputs {fmt(r.get('agreement_decided'))}); accuracy NPU {fmt(r['npu_accuracy'])} "
             f"ONNX {fmt(r['onnx_accuracy'])}; max |dlogit| {fmt(r['max_abs_dlogit'])}\n"
             f"    report: {r['local_dir']}/report.txt (.json, .png)"
         )

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from device.bundle import Label
+from pipeline.core.detector import DECIDED_PROB
 from pipeline.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.model.infer import softmax
 
@@ -69,6 +70,8 @@ def compute_report(
         })
     n = len(rows)
     agree = sum(r["npu_top1"] == r["onnx_top1"] for r in rows)
+    decided = [r for r in rows if r["onnx_prob"] >= DECIDED_PROB]
+    agree_decided = sum(r["npu_top1"] == r["onnx_top1"] for r in decided)
     npu_ok = sum(r["npu_top1"] == r["label"] for r in rows)
     onnx_ok = sum(r["onnx_top1"] == r["label"] for r in rows)
     per_class = []
@@ -90,6 +93,8 @@ def compute_report(
         "classes": list(classes),
         "n_inputs": len(ids), "n_compared": n, "n_failed": len(failed),
         "agreement": _ratio(agree, n), "npu_accuracy": _ratio(npu_ok, n), "onnx_accuracy": _ratio(onnx_ok, n),
+        "decided_prob": DECIDED_PROB, "n_decided": len(decided),
+        "agreement_decided": _ratio(agree_decided, len(decided)),
         "max_abs_dlogit": max(dl) if dl else None, "mean_max_abs_dlogit": float(np.mean(dl)) if dl else None,
         "min_cosine": min(cs) if cs else None, "mean_cosine": float(np.mean(cs)) if cs else None,
         "per_class": per_class,
@@ -112,7 +117,8 @@ def render_text(rep: Mapping[str, Any]) -> str:
         f"eval-npu report{emu}: {rep['host']}:{rep['port']} bundle {rep['bundle_id']} mode {rep['mode']}",
         f"  axmodel emulated: {rep['emulated_axmodel']}   board is the emulator: {rep['board_is_emulator']}",
         f"  inputs {rep['n_inputs']}   compared {rep['n_compared']}   failed {rep['n_failed']}",
-        f"  top-1 agreement NPU vs ONNX: {_fmt(rep['agreement'])}",
+        f"  top-1 agreement NPU vs ONNX: {_fmt(rep['agreement'])}   on the {rep.get('n_decided', '-')} inputs the host "
+        f"is decided about (FP32 top-1 p >= {rep.get('decided_prob', DECIDED_PROB):g}): {_fmt(rep.get('agreement_decided'))}",
         f"  accuracy vs labels: NPU {_fmt(rep['npu_accuracy'])}   ONNX {_fmt(rep['onnx_accuracy'])}",
         (f"  max |dlogit| {_fmt(rep['max_abs_dlogit'], '.5f')} (mean {_fmt(rep['mean_max_abs_dlogit'], '.5f')})   "
          f"cosine min {_fmt(rep['min_cosine'], '.6f')} (mean {_fmt(rep['mean_cosine'], '.6f')})"),

@@ -26,6 +26,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 BACKGROUND_CLASS = "FONDO"
+# A model is "decided" about an input when its top-1 probability is at least this. Calibrated on-thresholds sit
+# at 0.9 and above, so an undecided input never fires: INT8-vs-FP32 agreement is judged on decided inputs.
+DECIDED_PROB = 0.8
 # The threshold grid searched by calibrate() and evaluate's DET sweep: fine near 1 where the
 # useful operating points of a softmax classifier live.
 DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(

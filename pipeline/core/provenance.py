@@ -47,6 +47,30 @@ def image_id() -> str:
     return os.environ.get("KWS_IMAGE_ID", "local")
 
 
+def _process_wall_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def resources() -> dict[str, Any]:
+    """What this stage process has cost so far: wall and CPU seconds (its finished worker processes included)
+    and peak resident memory (its own, and the largest of its finished children)."""
+    import resource
+
+    wall = _process_wall_s()
+    t = os.times()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall_s": None if wall is None else round(wall, 2),
+            "cpu_s": round(t.user + t.system + t.children_user + t.children_system, 2),
+            "peak_rss_mb": round(own, 1), "children_peak_rss_mb": round(children, 1)}
+
+
 def manifest(
     stage: str,
     inputs: Iterable[str | os.PathLike[str]] = (),
@@ -65,5 +89,6 @@ def manifest(
             "libraries": library_versions(),
             "argv": sys.argv[1:],
         },
+        "resources": resources(),
         **dict(extra or {}),
     }

@@ -216,6 +216,47 @@ def report(build: Path) -> tuple[list[str], int]:
     return lines, present
 
 
+# The stage records that carry what the stage cost (pipeline.core.provenance.resources), in make's order.
+STAGE_RECORDS: list[tuple[str, str]] = [
+    ("voices", "voices/manifest.json"), ("dataset", "dataset/manifest.json"), ("features", "features/manifest.json"),
+    ("embeddings", "embeddings/manifest.json"), ("train", "model/metrics.json"), ("export", "reports/onnx_parity.json"),
+    ("calib", "calib/manifest.json"), ("axmodel", "pulsar2/output/manifest.json"),
+    ("quant-report", "reports/quant_report.json"), ("npu-inputs", "npu_inputs/manifest.json"),
+    ("holdout-dev", "holdout-dev/manifest.json"), ("detector", "detector/settings.json"),
+]
+
+
+def _resources_of(doc: Any) -> dict[str, Any] | None:
+    if not isinstance(doc, dict):
+        return None
+    found = doc.get("resources")
+    if isinstance(found, dict):
+        return found
+    for value in doc.values():
+        if isinstance(value, dict) and isinstance(value.get("resources"), dict):
+            return value["resources"]
+    return None
+
+
+def stage_table(build: Path) -> list[str]:
+    """Wall and CPU seconds and peak memory per stage, from the stage records; [] if none has them."""
+    rows = []
+    for stage, rel in STAGE_RECORDS:
+        try:
+            res = _resources_of(_json(build / rel))
+        except (OSError, ValueError):
+            continue
+        if res:
+            peak = max(res.get("peak_rss_mb") or 0, res.get("children_peak_rss_mb") or 0)
+            wall = res.get("wall_s")
+            rows.append((stage, "-" if wall is None else f"{wall:.1f}", f"{res.get('cpu_s', 0):.1f}", f"{peak:.0f}"))
+    if not rows:
+        return []
+    lines = [f"  {'stage':<14}{'wall s':>9}{'CPU s':>9}{'peak MB':>9}"]
+    lines += [f"  {st:<14}{w:>9}{c:>9}{m:>9}" for st, w, c, m in rows]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", type=Path, default=Path("build"), help="the BUILD folder")
@@ -223,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lines, present = report(args.build)
     text = f"artifacts ({present} of {len(ARTIFACTS)} present):\n" + "\n".join(lines) + "\n"
+    table = stage_table(args.build)
+    if table:
+        text += "stage costs (from the stage records; a stage that did not rerun keeps its old figures):\n"
+        text += "\n".join(table) + "\n"
     if _emulated(args.build):
         text += "NOTE: the axmodel was made by the Pulsar2 EMULATOR (no Pulsar2 image); it will not run on a board.\n"
     print(text, end="")

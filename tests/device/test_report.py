@@ -30,6 +30,8 @@ def test_metrics_by_hand(tmp_path):
     assert rep["failed"][0]["k"] == "4" and rep["failed"][0]["error"] == "no complete output.bin"
     # top-1: NPU 0,1,1,0 ; ONNX 0,1,2,0 ; labels 0,1,2,2
     assert rep["agreement"] == 0.75 and rep["npu_accuracy"] == 0.5 and rep["onnx_accuracy"] == 0.75
+    # the flip is on input "2", where ONNX's top-1 p is 0.576: only "0" (p 0.909) is decided (>= 0.8)
+    assert rep["n_decided"] == 1 and rep["agreement_decided"] == 1.0
     assert rep["disagreements"] == [{"k": "2", "class": "C", "npu_class": "B", "npu_prob": pytest.approx(np.exp(1.5) / (1 + np.exp(1.5) + np.exp(1.0)), abs=1e-5),
                                      "onnx_class": "C", "onnx_prob": pytest.approx(np.exp(1.0) / (2 + np.exp(1.0)), abs=1e-5)}]
     assert rep["max_abs_dlogit"] == pytest.approx(1.5)
