@@ -168,8 +168,8 @@ lint:                          ## ruff on the Python, shellcheck on the shell (t
 	shellcheck $(LINTED_SH)
 test: lint                     ## lint, then the whole test suite
 	$(PYTHON) -m pytest
-test-fast:                     ## the tests not marked slow or docker (about a minute)
-	$(PYTHON) -m pytest -m "not slow and not docker"
+test-fast:                     ## the tests not marked slow, docker or ssh (about a minute on 2 cores)
+	$(PYTHON) -m pytest -m "not slow and not docker and not ssh"
 clean:                         ## delete $(BUILD)
 	rm -rf $(B)
 help:                          ## list targets

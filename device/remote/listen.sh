@@ -1,7 +1,7 @@
 #!/bin/sh
-# Run the board runtime of the active bundle in the foreground (events on stdout), then remove the WAV
-# that `invoke listen --wav` uploaded. A signal (Ctrl-C forwarded through the pty, a dropped connection's
-# SIGHUP) reaches the runtime, which stops its capture and exits; this shell cleans up after it.
+# Run the board runtime of the active bundle (events on stdout), then remove the WAV that `invoke listen --wav`
+# uploaded. Ctrl-C (forwarded through the pty) and a dropped connection (SIGHUP to this shell, the session
+# leader) are passed on to the runtime as SIGTERM, so it stops its capture and exits: nothing is left running.
 #   sh listen.sh ROOT WAV|"" [listen.py options...]
 root=$1 wav=$2
 shift 2
@@ -12,9 +12,15 @@ if [ ! -f "$rt/runtime.json" ]; then
 fi
 py=$(command -v python3) || { echo "error: python3 not found on the board: apt-get install python3 python3-numpy" >&2; exit 3; }
 trap 'if [ -n "$wav" ]; then rm -f "$wav"; fi' EXIT
-trap 'stopped=1' INT TERM HUP
 if [ -n "$wav" ]; then set -- --wav "$wav" "$@"; fi
-"$py" "$rt/listen.py" --bundle "$root/current" "$@"
-rc=$?
+"$py" "$rt/listen.py" --bundle "$root/current" "$@" &
+child=$!
+trap 'stopped=1; kill -TERM "$child" 2>/dev/null' INT TERM HUP
+rc=0
+wait "$child" || rc=$?
+while kill -0 "$child" 2>/dev/null; do  # a trapped signal ended the wait, not the runtime
+  rc=0
+  wait "$child" || rc=$?
+done
 if [ "${stopped:-0}" = 1 ] && [ "$rc" -eq 0 ]; then rc=130; fi
 exit "$rc"

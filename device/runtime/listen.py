@@ -62,6 +62,10 @@ class Stop(Exception):
 
 
 def _stop(signum: int, _frame: object) -> None:
+    # once: a Ctrl-C reaches the runtime twice (the pty's SIGINT, and the shell forwarding it as SIGTERM), and a
+    # second Stop raised while the first is being handled would cut the clean-up short
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     raise Stop(signal.Signals(signum).name)
 
 
