@@ -15,6 +15,8 @@ import pytest
 
 from tests.docker.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # make graphs or a real (small) embedding + head build: seconds each
+
 STAGE = re.compile(r"-m ((?!pipeline\.core\.|pulsar2\.choice)(?:pipeline|pulsar2)(?:\.\w+)+)")
 IMAGE = re.compile(r"build_image\.py --name ([\w-]+)")
 

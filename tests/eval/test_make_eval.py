@@ -6,7 +6,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # make graphs or a real (small) embedding + head build: seconds each
 
 
 def make_n(*args: str, build: Path) -> str:

@@ -22,6 +22,8 @@ from pipeline.stages import train as train_mod
 
 from .conftest import CLASSES, write_feature_set
 
+pytestmark = pytest.mark.slow  # make graphs or a real (small) embedding + head build: seconds each
+
 # Every op of the exported embedding family, and each is on Pulsar2's AX620E (AX630C) NPU operator list
 # (pulsar2-docs, source/appendix/op_support_list_ax620e.rst).
 AX620E_OPS = {"Pad", "Conv", "LeakyRelu", "Clip", "MaxPool", "Reshape", "Transpose", "Flatten", "Gemm", "Relu", "Constant"}
