@@ -254,6 +254,8 @@ def start_container(c: Context, state_dir: Path, port: int, image: str, timeout_
 
 def port_in_use(port: int) -> bool:
     with socket.socket() as s:
+        # as sshd binds: connections of a stopped emulator in TIME_WAIT do not make the port busy
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -305,7 +307,7 @@ def stop_emulator(state_dir: Path) -> str:
     info = json.loads(info_path.read_text())
     board = LoopbackBoard(state_dir, info["port"], info["pid"], state_dir / "known_hosts", {}, info["container"])
     board.stop()
-    for _ in range(50):
+    for _ in range(200):  # docker's port proxy can take seconds to let go on a loaded machine
         if not port_in_use(info["port"]):
             return f"stopped the board emulator on 127.0.0.1:{info['port']}"
         time.sleep(0.1)

@@ -38,7 +38,9 @@ printf '#!/bin/sh\nexec %s /opt/ax-emulator/systemctl.py "$@"\n' "$python" > /us
 printf '#!/bin/sh\nexec %s /opt/ax-emulator/systemctl.py --journalctl "$@"\n' "$python" > /usr/local/bin/journalctl
 chmod 755 /opt/bin/arecord /usr/local/bin/systemctl /usr/local/bin/journalctl
 ln -sf /opt/bin/arecord /usr/local/bin/arecord
-ln -sf "$python" /usr/local/bin/python3
+# A wrapper, not a symlink: a symlink to a venv's python resolves to the system python and loses the venv.
+printf '#!/bin/sh\nexec %s "$@"\n' "$python" > /usr/local/bin/python3
+chmod 755 /usr/local/bin/python3
 printf '#!/bin/sh\nexec %s /opt/ax-emulator/ax_run_model.py "$@"\n' "$python" > /opt/bin/ax_run_model
 chmod 755 /opt/bin/ax_run_model
 ln -sf /opt/bin/ax_run_model /usr/local/bin/ax_run_model
@@ -49,12 +51,15 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 StrictModes no
+PrintLastLog no
 Subsystem sftp internal-sftp
 CONF
 # Debian's sshd_config has its own "Subsystem sftp" line; two Subsystem lines are an error.
 sed -i 's/^Subsystem[[:space:]]\+sftp.*$/# &  (replaced by sshd_config.d\/kws-board-emulator.conf)/' /etc/ssh/sshd_config
 rm -f /etc/ssh/ssh_host_*
+: > /var/log/lastlog  # sshd records pty logins there and complains on every `invoke listen` without it
 install -d -m 700 /root/.ssh
 "$python" /opt/ax-emulator/ax_run_model.py --help | grep -q EMULATOR
 "$python" -c 'import axengine; assert axengine.EMULATOR'
+/usr/local/bin/python3 -c 'import numpy, axengine' || { echo "setup.sh: python3 on PATH lacks numpy/axengine" >&2; exit 2; }
 echo "board emulator installed: /opt/bin/ax_run_model ($python)"
