@@ -2,7 +2,7 @@
 """systemctl / journalctl BOARD EMULATOR: runs a systemd unit file under a small supervisor (no systemd here).
 
 Enough of systemd for ``invoke service``: ``daemon-reload``, ``enable|disable [--now]``, ``start``, ``stop``,
-``restart``, ``is-active``, ``is-enabled``, ``status``, ``show -p PROP [--value]`` and, as ``systemctl.py
+``restart``, ``is-active``, ``is-enabled``, ``status [--lines=N]``, ``show -p PROP [--value]`` and, as ``systemctl.py
 --journalctl`` (the emulator's journalctl), ``-u UNIT [-n N]``. From the unit's ``[Service]`` it honours ``ExecStart``, ``Restart`` (no, always,
 on-failure), ``RestartSec``, ``WorkingDirectory`` and ``Environment``, and systemd's default start limit (5
 starts in 10 s, then ``failed``). ``--boot`` starts every enabled unit (the emulator's entrypoint runs it,
@@ -190,7 +190,7 @@ def stop(unit: str) -> int:
     return 0
 
 
-def status(unit: str) -> int:
+def status(unit: str, n_lines: int = 10) -> int:
     svc = _service(unit)
     state = active_state(unit)
     enabled = "enabled" if _file(unit, "enabled").exists() else "disabled"
@@ -202,7 +202,7 @@ def status(unit: str) -> int:
     if state == "active":
         print(f"   Main PID: {main_pid} ({Path(shlex.split(svc['ExecStart'])[0]).name})")
     print(f"   Restarts: {_read(_file(unit, 'restarts'), '0')}")
-    lines = _read(_file(unit, "journal")).splitlines()[-10:]
+    lines = _read(_file(unit, "journal")).splitlines()[-n_lines:] if n_lines > 0 else []
     if lines:
         print()
         print("\n".join(lines))
@@ -287,7 +287,8 @@ def main(argv: list[str]) -> int:
             print("enabled" if on else "disabled")
             rc |= 0 if on else 1
         elif cmd == "status":
-            rc |= status(unit)
+            n_lines = [int(f.split("=", 1)[1]) for f in flags if f.startswith("--lines=")]
+            rc |= status(unit, *n_lines[-1:])
         elif cmd == "show":
             rc |= show(unit, props, "--value" in flags)
         else:

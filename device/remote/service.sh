@@ -28,7 +28,7 @@ case $action in
     echo "enabled $unit"
     ;;
   status)
-    systemctl status "$name.service" --no-pager
+    systemctl status "$name.service" --no-pager --lines=0  # the journal follows, once
     rc=$?
     echo
     journalctl -u "$name.service" -n 20 --no-pager
