@@ -234,10 +234,9 @@ def record(c, host=None, port=None, user=None, key=None, known_hosts=None, accep
         finally:
             conn.close()
         print(f"{cls}: kept {len(result['kept'])} of {int(takes)} take(s) in {Path(seeds) / cls}")
-        for r in result["refused"]:
-            print(f"  refused {r['take']}: {r['reason']}")
-        if result["refused"]:
-            raise Exit(f"error: {len(result['refused'])} take(s) refused; record them again", code=2)
+        if result["refused"]:  # each refusal and its reason were printed as it happened
+            which = ", ".join(r["take"] for r in result["refused"])
+            raise Exit(f"error: {len(result['refused'])} take(s) refused ({which}); record them again", code=2)
 
     _guard(go)
 

@@ -78,7 +78,8 @@ def embed(features: np.ndarray, contract: Any, threads: int = 2, batch_clips: in
     out = np.empty((len(features), n_windows(features.shape[2]), 96), np.float32)
     with torch.inference_mode():
         for s in range(0, len(features), batch_clips):
-            out[s:s + batch_clips] = net(torch.from_numpy(np.ascontiguousarray(features[s:s + batch_clips]))).numpy()
+            batch = np.array(features[s:s + batch_clips])  # a writable copy: the features are a read-only memmap
+            out[s:s + batch_clips] = net(torch.from_numpy(batch)).numpy()
     return out
 
 
