@@ -1,7 +1,7 @@
 """Held-out evaluation that cannot leak: clip accuracy on unseen voices, false accepts per hour.
 
 The holdout folder has one sub-folder per class, named like the seed classes. Each file in a keyword folder
-is streamed with ``--context-s`` of quiet before and after it, as a command reaches the board; the 1 s window
+is streamed with ``--context-s`` of quiet before and after it, as a command reaches the board; the window
 (every ``hop_s``) that looks least like background decides its top-1 (so a file of about 1 s is slid over
 like a longer one), and the streaming detector runs on the same stream for the miss rate. Every file under the background
 folder (FONDO) is keyword-free audio of any length, streamed through :class:`pipeline.core.detector.Detector`:

@@ -7,8 +7,8 @@ sha256-pinned below and read from the installed package (nothing is downloaded).
 ``schemas/params/features.schema.json``) to a 96-d vector. The contract centres the features near zero; the
 first convolution absorbs the offset to the embedding's native input scale (identical in float, and far less
 INT8 error than feeding the NPU features with a large mean). Its layers are convolutions, LeakyReLU, a clamp
-and max-pooling with "valid" time padding and a time stride of 8 frames, so applied to a whole 1 s window
-(98 frames) it gives the embeddings of the 76-frame windows starting at frames 0, 8 and 16 in one pass
+and max-pooling with "valid" time padding and a time stride of 8 frames, so applied to a whole window
+(198 frames for 2 s) it gives the embeddings of the 76-frame windows starting at frames 0, 8, …, 120 in one pass
 (tested against the ONNX file window by window).
 
 :class:`EmbeddingKWS` = :class:`SpeechEmbedding` (frozen) + :class:`Head` (MLP over the K embeddings):

@@ -1,15 +1,15 @@
-"""Stage 1, dataset: seed recordings -> augmented 1 s clips (16 kHz mono 16-bit) + clips.jsonl + manifest.
+"""Stage 1, dataset: seed recordings -> augmented clips as long as the window (16 kHz mono 16-bit) + clips.jsonl + manifest.
 
 Input: ``--seeds DIR`` with one sub-folder per class (class names = sorted folder names) holding WAVs;
 ``FONDO`` is the background class (recordings of any length). Output (``--out DIR``, replaced as a
 whole only when everything succeeded):
 
-- ``<out>/<CLASS>/<class>_NNNNN.wav``: exactly 16000 samples each. Keyword clips: the spoken word is
-  located in the seed (``pipeline.audio.locate.locate_word``) and centred in the 1 s window; a word too long
+- ``<out>/<CLASS>/<class>_NNNNN.wav``: exactly the features' window each (``clip_samples``; 2 s by default). Keyword clips: the spoken word is
+  located in the seed (``pipeline.audio.locate.locate_word``) and centred in the window; a word too long
   for the window is sped up just enough to fit. Then, as drawn: tempo and pitch change (one
   phase-vocoder pass from the seed's cached analysis), a time shift limited so the word stays inside
   the window (applied as an offset of the crop), reverb, noise (``pipeline.audio.augment``). FONDO clips:
-  1 s cut from the FONDO seeds (chosen in proportion to their length) at a random offset with a
+  a window cut from the FONDO seeds (chosen in proportion to their length) at a random offset with a
   random gain. Both kinds get the optional vocal-tract-length warp (``--p-warp``, speaker variation),
   so the warp is no cue for "keyword".
 - ``<out>/clips.jsonl``: per clip ``{"path", "class", "source", "params"}``; ``params`` holds every

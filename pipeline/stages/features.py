@@ -6,7 +6,7 @@ a train/val/test split drawn from a hash of the clip path, no RNG) and ``<out>/m
 
     python -m pipeline.stages.features --dataset build/dataset --out build/features
 
-Single-file mode (shape and statistics; a longer file is reduced to its loudest 1 s window, a shorter one is
+Single-file mode (shape and statistics; a longer file is reduced to its loudest window, a shorter one is
 zero-padded on both sides; ``--plot`` writes a spectrogram PNG, ``--out`` the (1, 1, 98, 64) tensor as .npy):
 
     python -m pipeline.stages.features some.wav --plot some.png
