@@ -127,6 +127,7 @@ FEATURES   := $(B)/features/manifest.json
 EMBEDDINGS := $(B)/embeddings/manifest.json
 CKPT       := $(B)/model/ckpt.pt
 ONNX       := $(B)/model/kws.onnx
+PARITY     := $(B)/reports/onnx_parity.json
 CALIB      := $(B)/calib/calib_kws.tar
 NPU_INPUTS := $(B)/npu_inputs/manifest.json
 P2_CONFIG  := $(B)/pulsar2/kws_build_int8_config.json
@@ -140,7 +141,7 @@ DETECTOR   := $(B)/detector/settings.json
 RUNTIME    := $(B)/runtime/runtime.json
 INDEX      := $(B)/artifacts.txt
 
-.PHONY: all voices dataset features embeddings train onnx calib npu-inputs config axmodel quant-report \
+.PHONY: all voices dataset features embeddings train onnx parity calib npu-inputs config axmodel quant-report \
         demo-seeds demo-stream test test-fast lint clean help where holdout-tts holdout-dev detector eval eval-int8
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs, detector, runtime
@@ -150,6 +151,7 @@ features: $(FEATURES)          ## packed log-Mel features float32[N,1,n_frames,n
 embeddings: $(EMBEDDINGS)      ## the speech embedding of every clip, computed once (MODEL=embedding)
 train: $(CKPT)                 ## trained model (the head, or the CRNN) + metrics
 onnx: $(ONNX)                  ## ONNX export, gated on ONNX Runtime vs PyTorch parity
+parity: $(PARITY)              ## the ONNX Runtime vs PyTorch parity report (reports/onnx_parity.json)
 calib: $(CALIB)                ## Pulsar2 calibration tar (Numpy format)
 npu-inputs: $(NPU_INPUTS)      ## per-sample input.bin folders + LF list.txt + labels.csv
 config: $(P2_CONFIG)           ## schema-validated kws_build_int8_config.json
@@ -204,8 +206,11 @@ $(CKPT): $(TRAIN_ON) $(call PARAM,train) $(DEPS_pipeline.stages.train) $(TRAIN_I
 	    $(if $(filter-out crnn,$(MODEL)),--embeddings $(B)/embeddings) --out $(@D)
 
 $(ONNX): $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $< --features $(B)/features \
-	    --out $@ --report $(B)/reports/onnx_parity.json
+	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $< --features $(B)/features --out $@
+
+$(PARITY): $(ONNX) $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $(CKPT) --features $(B)/features \
+	    --check $< --report $@
 
 $(CALIB): $(FEATURES) $(call PARAM,calib) $(DEPS_pipeline.stages.calib) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.calib --params $(call PARAM,calib) --features $(<D) --out $@
@@ -218,7 +223,7 @@ $(NPU_INPUTS): $(FEATURES) $(call PARAM,npu_inputs) $(DEPS_pipeline.stages.npu_i
 $(RUNTIME): $(ONNX) $(DETECTOR) $(DEPS_device.runtime.pack) $(TRAIN_IMAGE)
 	$(RUN) -m device.runtime.pack --onnx $(ONNX) --settings $(DETECTOR) --out $(@D)
 
-$(INDEX): $(AXMODEL_MAN) $(QUANT) $(NPU_INPUTS) $(RUNTIME) $(DEPS_pipeline.stages.where)
+$(INDEX): $(AXMODEL_MAN) $(QUANT) $(PARITY) $(NPU_INPUTS) $(RUNTIME) $(DEPS_pipeline.stages.where)
 	$(PYTHON) -m pipeline.stages.where --build $(B) --out $@
 
 # ---- Pulsar2 -----------------------------------------------------------------------------------

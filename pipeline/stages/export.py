@@ -1,11 +1,14 @@
-"""Stage 4, export: the trained CRNN to ONNX, gated on ONNX Runtime vs PyTorch parity.
+"""Stage 4, export: the trained model to ONNX, gated on ONNX Runtime vs PyTorch parity.
 
 Inputs: ``ckpt.pt`` (pipeline.stages.train) and the features folder it was trained on (for real input tensors and
-the contract check). Output: ``kws.onnx`` (opset from the params, input ``input`` float32[1,1,98,64],
-output ``output`` float32[1,n_classes] logits, static shapes, metadata_props ``classes``, ``contract``,
-``model_config``, ``provenance``) and a parity report. The ONNX file is built in a temporary file and
-moved into place only after ``onnx.checker`` and the parity gate pass; on a breach the report is written
-as ``<report stem>.failed.json``, no ``kws.onnx`` is left, and the exit status is 2.
+the contract check). Output: ``kws.onnx`` (opset from the params, input ``input`` float32 in the contract's
+shape, output ``output`` float32[1,n_classes] logits, static shapes, metadata_props ``classes``, ``contract``,
+``model_config``, ``family``, ``provenance``). The ONNX file is built in a temporary file and moved into place
+only after ``onnx.checker`` and the parity gate pass; on a breach no ``kws.onnx`` is left and the exit status
+is 2. ``--report`` also writes the parity report (or ``<report stem>.failed.json`` on a breach).
+
+``--check ONNX --report R`` exports nothing: it measures an existing ONNX file against the checkpoint and
+writes the report ``R`` (make's ``parity`` target, one output per rule), with the same gate and exit status.
 
 The legacy (TorchScript) exporter sizes the RNN's initial state with Shape/Gather/Concat/Expand even for a
 static batch; :func:`fold_static_shapes` folds such shape arithmetic into constants so the graph has no
@@ -13,8 +16,9 @@ dynamic-shape ops (the Pulsar2 compiler wants a static graph).
 
 Example::
 
-    python -m pipeline.stages.export --ckpt build/model/ckpt.pt \\
-        --features build/features --out build/model/kws.onnx --report build/reports/onnx_parity.json
+    python -m pipeline.stages.export --ckpt build/model/ckpt.pt --features build/features --out build/model/kws.onnx
+    python -m pipeline.stages.export --ckpt build/model/ckpt.pt --features build/features \\
+        --check build/model/kws.onnx --report build/reports/onnx_parity.json
 """
 
 from __future__ import annotations
@@ -329,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage_parser(__doc__.splitlines()[0], STAGE)
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from pipeline.stages.train (ckpt.pt)")
     p.add_argument("--features", type=Path, required=True, help="features folder the model was trained on")
-    p.add_argument("--out", type=Path, required=True, help="ONNX file to write (kws.onnx)")
-    p.add_argument("--report", type=Path, required=True, help="parity report JSON (onnx_parity.json)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", type=Path, help="ONNX file to write (kws.onnx)")
+    what.add_argument("--check", type=Path, help="existing ONNX file to measure against the checkpoint (no export; "
+                                                  "needs --report)")
+    p.add_argument("--report", type=Path, help="parity report JSON to write (onnx_parity.json)")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime CPU threads")
     return p
 
@@ -346,35 +353,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.audio.features import FeatureSet
 
     torch.set_num_threads(args.threads)
-    ckpt_path, out, report = Path(args.ckpt), Path(args.out), Path(args.report)
+    if args.check and not args.report:
+        die("--check needs --report (the parity report to write)")
+    ckpt_path = Path(args.ckpt)
+    out = Path(args.check or args.out)
+    report = Path(args.report) if args.report else None
     ckpt = load_checkpoint(ckpt_path)
     fs = FeatureSet.open(args.features)
     contract = check_contracts(ckpt, ckpt_path, fs.contract, fs.classes, Path(args.features))
     classes = list(ckpt["classes"])
     model = build_model(ckpt, ckpt_path)
     input_shape = contract.input_shape
-
-    proto = torch_to_onnx(model, input_shape, args.opset)
-    proto, n_folded = fold_static_shapes(proto)
-    log.info("exported opset %d; folded %d shape-arithmetic nodes into constants", args.opset, n_folded)
-    graph_info = check_graph(proto, input_shape, len(classes), out)
     hyper = {"opset": args.opset, "parity_samples": args.parity_samples, "parity_atol": args.parity_atol}
-    prov = manifest(STAGE, inputs=[ckpt_path, Path(args.features) / "manifest.json"], params=hyper,
-                    extra={"train": ckpt.get("provenance", {}), "best_epoch": ckpt.get("best_epoch")})
-    set_metadata(proto, {
-        "classes": json.dumps(classes),
-        "contract": contract.to_json(),
-        "model_config": json.dumps(ckpt["model_config"], sort_keys=True),
-        "family": ckpt.get("family", "crnn"),
-        "provenance": json.dumps(prov, sort_keys=True),
-    })
-    proto.producer_name = "pipeline.stages.export"
-    proto.doc_string = f"KWS {ckpt.get('family', 'crnn')} logits; see metadata_props"
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as e:
-        die(f"{out}: onnx.checker rejects the exported model ({e}); this is a bug in pipeline.stages.export or pipeline.model")
-    data = proto.SerializeToString()
+
+    if args.check:
+        if not out.is_file():
+            die(f"{out}: no such ONNX file; build it first (make onnx)")
+        data = out.read_bytes()
+        graph_info, n_folded = check_graph(onnx.load_from_string(data), input_shape, len(classes), out), None
+    else:
+        proto = torch_to_onnx(model, input_shape, args.opset)
+        proto, n_folded = fold_static_shapes(proto)
+        log.info("exported opset %d; folded %d shape-arithmetic nodes into constants", args.opset, n_folded)
+        graph_info = check_graph(proto, input_shape, len(classes), out)
+        prov = manifest(STAGE, inputs=[ckpt_path, Path(args.features) / "manifest.json"], params=hyper,
+                        extra={"train": ckpt.get("provenance", {}), "best_epoch": ckpt.get("best_epoch")})
+        set_metadata(proto, {
+            "classes": json.dumps(classes),
+            "contract": contract.to_json(),
+            "model_config": json.dumps(ckpt["model_config"], sort_keys=True),
+            "family": ckpt.get("family", "crnn"),
+            "provenance": json.dumps(prov, sort_keys=True),
+        })
+        proto.producer_name = "pipeline.stages.export"
+        proto.doc_string = f"KWS {ckpt.get('family', 'crnn')} logits; see metadata_props"
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except onnx.checker.ValidationError as e:
+            die(f"{out}: onnx.checker rejects the exported model ({e}); this is a bug in pipeline.stages.export or "
+                "pipeline.model")
+        data = proto.SerializeToString()
 
     rows = parity_rows(fs, args.parity_samples)
     if len(rows) < args.parity_samples:
@@ -382,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     len(rows), args.parity_samples)
     x = np.ascontiguousarray(fs.x[[int(r["i"]) for r in rows]], dtype=np.float32)
 
-    failed = failed_report_path(report)
+    failed = failed_report_path(report) if report else None
     with temp_sibling(out) as tmp:
         tmp.write_bytes(data)
         ref = torch_logits(model, x)
@@ -405,18 +423,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                  stats["n"], stats["max_abs"], args.parity_atol, stats["mean_abs"], stats["cosine_min"],
                  stats["top1_agreement"])
         if not stats["pass"]:
-            out.unlink(missing_ok=True)
-            report.unlink(missing_ok=True)
-            atomic_write_json(failed, doc)
+            if not args.check:
+                out.unlink(missing_ok=True)
+            if report:
+                report.unlink(missing_ok=True)
+                atomic_write_json(failed, doc)
             die(f"{out}: ONNX Runtime vs PyTorch parity failed on {stats['n']} tensors (max |dlogit| "
                 f"{stats['max_abs']:.3g} > atol {args.parity_atol:g} or {stats['top1_disagreements']} top-1 "
-                f"disagreements); no ONNX written; details in {failed}")
-        failed.unlink(missing_ok=True)
-        atomic_write_json(report, doc)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)  # last: kws.onnx is the make target
-    print(f"wrote {out} ({len(data)} bytes, opset {args.opset}, ops {sorted(graph_info['op_types'])}); "
-          f"parity max |dlogit| {stats['max_abs']:.3g} on {stats['n']} tensors -> {report}")
+                f"disagreements); " + ("the ONNX file does not match its checkpoint: rebuild it (make onnx)"
+                                       if args.check else "no ONNX written") + (f"; details in {failed}" if failed else ""))
+        if report:
+            failed.unlink(missing_ok=True)
+            atomic_write_json(report, doc)
+        if not args.check:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)  # last: kws.onnx is the make target
+    verdict = f"parity max |dlogit| {stats['max_abs']:.3g} on {stats['n']} tensors" + (f" -> {report}" if report else "")
+    if args.check:
+        print(f"{out}: {verdict}")
+    else:
+        print(f"wrote {out} ({len(data)} bytes, opset {args.opset}, ops {sorted(graph_info['op_types'])}); {verdict}")
     return 0
 
 
