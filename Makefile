@@ -81,7 +81,7 @@ endif
 # Each stage rule depends on every project file its module imports: DEPS_<module>, generated from the import
 # graph (pipeline.core.imports, stdlib only) whenever a source file changes, and read back in by make.
 STAGE_MODULES := pipeline.stages.voices pipeline.stages.dataset pipeline.stages.features pipeline.stages.embeddings pipeline.stages.train \
-                 pipeline.stages.export \
+                 pipeline.stages.export pipeline.stages.parity \
                  pipeline.stages.calib pipeline.stages.npu_inputs pipeline.stages.where pulsar2.config pulsar2.build \
                  pulsar2.quant_report pulsar2.int8_onnx pipeline.eval.holdout_tts pipeline.eval.detector_calib \
                  pipeline.eval.evaluate device.runtime.pack
@@ -208,9 +208,9 @@ $(CKPT): $(TRAIN_ON) $(call PARAM,train) $(DEPS_pipeline.stages.train) $(TRAIN_I
 $(ONNX): $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $< --features $(B)/features --out $@
 
-$(PARITY): $(ONNX) $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.export) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.stages.export --params $(call PARAM,export) --ckpt $(CKPT) --features $(B)/features \
-	    --check $< --report $@
+$(PARITY): $(ONNX) $(CKPT) $(FEATURES) $(call PARAM,export) $(DEPS_pipeline.stages.parity) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.stages.parity --params $(call PARAM,export) --ckpt $(CKPT) --features $(B)/features \
+	    --onnx $< --out $@
 
 $(CALIB): $(FEATURES) $(call PARAM,calib) $(DEPS_pipeline.stages.calib) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.stages.calib --params $(call PARAM,calib) --features $(<D) --out $@

@@ -1,14 +1,12 @@
 """Stage 4, export: the trained model to ONNX, gated on ONNX Runtime vs PyTorch parity.
 
 Inputs: ``ckpt.pt`` (pipeline.stages.train) and the features folder it was trained on (for real input tensors and
-the contract check). Output: ``kws.onnx`` (opset from the params, input ``input`` float32 in the contract's
-shape, output ``output`` float32[1,n_classes] logits, static shapes, metadata_props ``classes``, ``contract``,
+the contract check). Output: ``kws.onnx`` (opset from the params, input ``input`` float32 in the contract's shape,
+output ``output`` float32[1,n_classes] logits, static shapes, metadata_props ``classes``, ``contract``,
 ``model_config``, ``family``, ``provenance``). The ONNX file is built in a temporary file and moved into place
 only after ``onnx.checker`` and the parity gate pass; on a breach no ``kws.onnx`` is left and the exit status
-is 2. ``--report`` also writes the parity report (or ``<report stem>.failed.json`` on a breach).
-
-``--check ONNX --report R`` exports nothing: it measures an existing ONNX file against the checkpoint and
-writes the report ``R`` (make's ``parity`` target, one output per rule), with the same gate and exit status.
+is 2. ``--report`` also writes the parity report (``<report stem>.failed.json`` on a breach); make writes it
+with ``pipeline.stages.parity``, its own target.
 
 The legacy (TorchScript) exporter sizes the RNN's initial state with Shape/Gather/Concat/Expand even for a
 static batch; :func:`fold_static_shapes` folds such shape arithmetic into constants so the graph has no
@@ -17,8 +15,6 @@ dynamic-shape ops (the Pulsar2 compiler wants a static graph).
 Example::
 
     python -m pipeline.stages.export --ckpt build/model/ckpt.pt --features build/features --out build/model/kws.onnx
-    python -m pipeline.stages.export --ckpt build/model/ckpt.pt --features build/features \\
-        --check build/model/kws.onnx --report build/reports/onnx_parity.json
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ import numpy as np
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.contract import ContractMismatch, FeatureContract
 from pipeline.core.io import atomic_write_json, sha256_bytes
-from pipeline.core.provenance import manifest
+from pipeline.core.provenance import manifest, resources
 from pipeline.model.runtime import prefer_passive_openmp
 
 log = logging.getLogger(__name__)
@@ -309,6 +305,36 @@ def parity_stats(ref: np.ndarray, got: np.ndarray, atol: float) -> dict[str, Any
     }
 
 
+def parity_document(stats: dict[str, Any], rows: list[dict[str, Any]], onnx_path: Path, data: bytes,
+                    graph_info: dict[str, Any], ckpt_path: Path, features: Path, hyper: dict[str, Any],
+                    **extra: Any) -> dict[str, Any]:
+    """The parity report: the statistics, what was compared, and the graph's description."""
+    return {
+        **stats,
+        "requested": hyper["parity_samples"],
+        "splits": dict(Counter(r["split"] for r in rows)),
+        "onnx": str(onnx_path),
+        "onnx_sha256": sha256_bytes(data),
+        "opset": hyper["opset"],
+        **graph_info,
+        **extra,
+        "ckpt": str(ckpt_path),
+        "features": str(features),
+        "provenance": manifest(STAGE, params=hyper)["provenance"],
+        "resources": resources(),
+    }
+
+
+def log_parity(stats: dict[str, Any], atol: float) -> None:
+    log.info("parity on %d tensors: max |dlogit| %.3g (atol %g), mean %.3g, cosine min %.6f, top-1 agreement %.4f",
+             stats["n"], stats["max_abs"], atol, stats["mean_abs"], stats["cosine_min"], stats["top1_agreement"])
+
+
+def parity_failure(stats: dict[str, Any], atol: float) -> str:
+    return (f"ONNX Runtime vs PyTorch parity failed on {stats['n']} tensors (max |dlogit| {stats['max_abs']:.3g} > "
+            f"atol {atol:g} or {stats['top1_disagreements']} top-1 disagreements)")
+
+
 def failed_report_path(report: Path) -> Path:
     return report.with_name(f"{report.stem}.failed.json")
 
@@ -333,11 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage_parser(__doc__.splitlines()[0], STAGE)
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from pipeline.stages.train (ckpt.pt)")
     p.add_argument("--features", type=Path, required=True, help="features folder the model was trained on")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--out", type=Path, help="ONNX file to write (kws.onnx)")
-    what.add_argument("--check", type=Path, help="existing ONNX file to measure against the checkpoint (no export; "
-                                                  "needs --report)")
-    p.add_argument("--report", type=Path, help="parity report JSON to write (onnx_parity.json)")
+    p.add_argument("--out", type=Path, required=True, help="ONNX file to write (kws.onnx)")
+    p.add_argument("--report", type=Path, help="also write the parity report JSON here (onnx_parity.json)")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime CPU threads")
     return p
 
@@ -353,10 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.audio.features import FeatureSet
 
     torch.set_num_threads(args.threads)
-    if args.check and not args.report:
-        die("--check needs --report (the parity report to write)")
-    ckpt_path = Path(args.ckpt)
-    out = Path(args.check or args.out)
+    ckpt_path, out = Path(args.ckpt), Path(args.out)
     report = Path(args.report) if args.report else None
     ckpt = load_checkpoint(ckpt_path)
     fs = FeatureSet.open(args.features)
@@ -364,35 +384,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = list(ckpt["classes"])
     model = build_model(ckpt, ckpt_path)
     input_shape = contract.input_shape
-    hyper = {"opset": args.opset, "parity_samples": args.parity_samples, "parity_atol": args.parity_atol}
 
-    if args.check:
-        if not out.is_file():
-            die(f"{out}: no such ONNX file; build it first (make onnx)")
-        data = out.read_bytes()
-        graph_info, n_folded = check_graph(onnx.load_from_string(data), input_shape, len(classes), out), None
-    else:
-        proto = torch_to_onnx(model, input_shape, args.opset)
-        proto, n_folded = fold_static_shapes(proto)
-        log.info("exported opset %d; folded %d shape-arithmetic nodes into constants", args.opset, n_folded)
-        graph_info = check_graph(proto, input_shape, len(classes), out)
-        prov = manifest(STAGE, inputs=[ckpt_path, Path(args.features) / "manifest.json"], params=hyper,
-                        extra={"train": ckpt.get("provenance", {}), "best_epoch": ckpt.get("best_epoch")})
-        set_metadata(proto, {
-            "classes": json.dumps(classes),
-            "contract": contract.to_json(),
-            "model_config": json.dumps(ckpt["model_config"], sort_keys=True),
-            "family": ckpt.get("family", "crnn"),
-            "provenance": json.dumps(prov, sort_keys=True),
-        })
-        proto.producer_name = "pipeline.stages.export"
-        proto.doc_string = f"KWS {ckpt.get('family', 'crnn')} logits; see metadata_props"
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-        except onnx.checker.ValidationError as e:
-            die(f"{out}: onnx.checker rejects the exported model ({e}); this is a bug in pipeline.stages.export or "
-                "pipeline.model")
-        data = proto.SerializeToString()
+    proto = torch_to_onnx(model, input_shape, args.opset)
+    proto, n_folded = fold_static_shapes(proto)
+    log.info("exported opset %d; folded %d shape-arithmetic nodes into constants", args.opset, n_folded)
+    graph_info = check_graph(proto, input_shape, len(classes), out)
+    hyper = {"opset": args.opset, "parity_samples": args.parity_samples, "parity_atol": args.parity_atol}
+    prov = manifest(STAGE, inputs=[ckpt_path, Path(args.features) / "manifest.json"], params=hyper,
+                    extra={"train": ckpt.get("provenance", {}), "best_epoch": ckpt.get("best_epoch")})
+    set_metadata(proto, {
+        "classes": json.dumps(classes),
+        "contract": contract.to_json(),
+        "model_config": json.dumps(ckpt["model_config"], sort_keys=True),
+        "family": ckpt.get("family", "crnn"),
+        "provenance": json.dumps(prov, sort_keys=True),
+    })
+    proto.producer_name = "pipeline.stages.export"
+    proto.doc_string = f"KWS {ckpt.get('family', 'crnn')} logits; see metadata_props"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        die(f"{out}: onnx.checker rejects the exported model ({e}); this is a bug in pipeline.stages.export or pipeline.model")
+    data = proto.SerializeToString()
 
     rows = parity_rows(fs, args.parity_samples)
     if len(rows) < args.parity_samples:
@@ -406,43 +419,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref = torch_logits(model, x)
         got = onnx_logits(tmp, x, args.threads)
         stats = parity_stats(ref, got, args.parity_atol)
-        doc = {
-            **stats,
-            "requested": args.parity_samples,
-            "splits": dict(Counter(r["split"] for r in rows)),
-            "onnx": str(out),
-            "onnx_sha256": sha256_bytes(data),
-            "opset": args.opset,
-            **graph_info,
-            "folded_nodes": n_folded,
-            "ckpt": str(ckpt_path),
-            "features": str(args.features),
-            "provenance": manifest(STAGE, params=hyper)["provenance"],
-        }
-        log.info("parity on %d tensors: max |dlogit| %.3g (atol %g), mean %.3g, cosine min %.6f, top-1 agreement %.4f",
-                 stats["n"], stats["max_abs"], args.parity_atol, stats["mean_abs"], stats["cosine_min"],
-                 stats["top1_agreement"])
+        doc = parity_document(stats, rows, out, data, graph_info, ckpt_path, Path(args.features), hyper,
+                              folded_nodes=n_folded)
+        log_parity(stats, args.parity_atol)
         if not stats["pass"]:
-            if not args.check:
-                out.unlink(missing_ok=True)
+            out.unlink(missing_ok=True)
             if report:
                 report.unlink(missing_ok=True)
                 atomic_write_json(failed, doc)
-            die(f"{out}: ONNX Runtime vs PyTorch parity failed on {stats['n']} tensors (max |dlogit| "
-                f"{stats['max_abs']:.3g} > atol {args.parity_atol:g} or {stats['top1_disagreements']} top-1 "
-                f"disagreements); " + ("the ONNX file does not match its checkpoint: rebuild it (make onnx)"
-                                       if args.check else "no ONNX written") + (f"; details in {failed}" if failed else ""))
+            die(f"{out}: {parity_failure(stats, args.parity_atol)}; no ONNX written"
+                + (f"; details in {failed}" if failed else ""))
         if report:
             failed.unlink(missing_ok=True)
             atomic_write_json(report, doc)
-        if not args.check:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)  # last: kws.onnx is the make target
-    verdict = f"parity max |dlogit| {stats['max_abs']:.3g} on {stats['n']} tensors" + (f" -> {report}" if report else "")
-    if args.check:
-        print(f"{out}: {verdict}")
-    else:
-        print(f"wrote {out} ({len(data)} bytes, opset {args.opset}, ops {sorted(graph_info['op_types'])}); {verdict}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)  # last: kws.onnx is the make target
+    print(f"wrote {out} ({len(data)} bytes, opset {args.opset}, ops {sorted(graph_info['op_types'])}); "
+          f"parity max |dlogit| {stats['max_abs']:.3g} on {stats['n']} tensors" + (f" -> {report}" if report else ""))
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.core.provenance import manifest
+from pipeline.core.provenance import manifest, resources
 from pipeline.model.runtime import configure_torch, prefer_passive_openmp
 
 log = logging.getLogger(__name__)
@@ -444,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "counts": {"train": len(y_tr), "val": len(y_va), "test": len(y_te)},
         "params": hyper,
         "model_config": config.as_dict(),
+        "resources": resources(),
     }
 
     out: Path = args.out

@@ -219,7 +219,7 @@ def report(build: Path) -> tuple[list[str], int]:
 # The stage records that carry what the stage cost (pipeline.core.provenance.resources), in make's order.
 STAGE_RECORDS: list[tuple[str, str]] = [
     ("voices", "voices/manifest.json"), ("dataset", "dataset/manifest.json"), ("features", "features/manifest.json"),
-    ("embeddings", "embeddings/manifest.json"), ("train", "model/metrics.json"), ("export", "reports/onnx_parity.json"),
+    ("embeddings", "embeddings/manifest.json"), ("train", "model/metrics.json"), ("parity", "reports/onnx_parity.json"),
     ("calib", "calib/manifest.json"), ("axmodel", "pulsar2/output/manifest.json"),
     ("quant-report", "reports/quant_report.json"), ("npu-inputs", "npu_inputs/manifest.json"),
     ("holdout-dev", "holdout-dev/manifest.json"), ("detector", "detector/settings.json"),

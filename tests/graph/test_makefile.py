@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow  # hundreds of make -n plans: minutes
 # In the order `make all` runs them (prerequisites left to right).
 STAGES = [
     "pipeline.stages.voices", "pipeline.stages.dataset", "pipeline.stages.features", "pipeline.stages.embeddings", "pipeline.stages.train", "pipeline.stages.export", "pipeline.stages.calib",
-    "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.npu_inputs", "pipeline.eval.holdout_tts",
+    "pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.parity", "pipeline.stages.npu_inputs",
+    "pipeline.eval.holdout_tts",
     "pipeline.eval.detector_calib", "device.runtime.pack", "pipeline.stages.where",
 ]
 # A stage module -> the artifact its recipe makes (relative to BUILD).
@@ -36,6 +37,7 @@ TARGET_OF = {
     "pipeline.stages.embeddings": "embeddings/manifest.json",
     "pipeline.stages.train": "model/ckpt.pt",
     "pipeline.stages.export": "model/kws.onnx",
+    "pipeline.stages.parity": "reports/onnx_parity.json",
     "pipeline.stages.calib": "calib/calib_kws.tar",
     "pipeline.stages.npu_inputs": "npu_inputs/manifest.json",
     "pulsar2.config": "pulsar2/kws_build_int8_config.json",
@@ -48,7 +50,7 @@ TARGET_OF = {
 }
 DOWNSTREAM_OF_CALIB = ["pulsar2.config", "pulsar2.build", "pulsar2.quant_report", "pipeline.stages.where"]
 NOT_THE_TTS_SETS = [s for s in STAGES if s != "pipeline.eval.holdout_tts"]  # they follow the commands, not the seed files
-DOWNSTREAM_OF_MODEL = ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB[:-1], "pipeline.eval.detector_calib",
+DOWNSTREAM_OF_MODEL = ["pipeline.stages.export", *DOWNSTREAM_OF_CALIB[:-1], "pipeline.stages.parity", "pipeline.eval.detector_calib",
                        "device.runtime.pack", "pipeline.stages.where"]
 
 

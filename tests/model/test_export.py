@@ -140,33 +140,38 @@ def test_parity_failure_leaves_no_onnx(trained: tuple[Path, Path], tmp_path: Pat
     assert out.exists() and report.exists() and not (tmp_path / "reports" / "onnx_parity.failed.json").exists()
 
 
-def test_check_mode_writes_the_report_of_an_existing_onnx(exported: tuple[Path, Path], trained: tuple[Path, Path],
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_parity_stage_reports_on_the_onnx_file(exported: tuple[Path, Path], trained: tuple[Path, Path],
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     """make's parity target: the report of the ONNX on disk, nothing exported; a mismatch fails, the ONNX stays."""
+    from pipeline.stages import parity
+
     features, ckpt = trained
     onnx_path, _ = exported
-    before = sorted((p.name, p.read_bytes()) for p in onnx_path.parent.iterdir() if p.is_file())
+    files = lambda: sorted((p.name, p.read_bytes()) for p in onnx_path.parent.iterdir() if p.is_file())  # noqa: E731
+    before = files()
     report = tmp_path / "reports" / "onnx_parity.json"
     args = ["--params", str(EXPORT_PARAMS), "--ckpt", str(ckpt), "--features", str(features), "--threads", "1",
-            "--check", str(onnx_path)]
-    assert run_main(export_mod.main, [*args, "--report", str(report)]) == 0
+            "--onnx", str(onnx_path), "--out", str(report)]
+    assert run_main(parity.main, args) == 0
     r = json.loads(report.read_text())
-    assert r["pass"] is True and r["n"] == 100 and r["onnx"] == str(onnx_path) and r["folded_nodes"] is None
-    assert sorted((p.name, p.read_bytes()) for p in onnx_path.parent.iterdir() if p.is_file()) == before  # untouched, no temp left
+    assert r["pass"] is True and r["n"] == 100 and r["onnx"] == str(onnx_path) and r["op_types"]["GRU"] == 1
+    assert r["max_abs"] == json.loads(exported[1].read_text())["max_abs"]
+    assert files() == before
 
-    # A checkpoint whose logits differ from the ONNX's (as after retraining without re-export): the gate fails.
+    # A checkpoint whose logits differ from the ONNX's (retrained, not re-exported): the gate fails.
     real = export_mod.torch_logits
     monkeypatch.setattr(export_mod, "torch_logits", lambda model, x: real(model, x)[:, ::-1].copy())
     capsys.readouterr()
-    assert run_main(export_mod.main, [*args, "--report", str(report)]) == 2
+    assert run_main(parity.main, args) == 2
     err = capsys.readouterr().err
-    assert "parity failed" in err and "rebuild it (make onnx)" in err
+    assert "parity failed" in err and "export it again (make onnx)" in err and str(onnx_path) in err
     assert not report.exists() and report.with_name("onnx_parity.failed.json").exists()
-    assert sorted((p.name, p.read_bytes()) for p in onnx_path.parent.iterdir() if p.is_file()) == before
+    assert files() == before
 
-    assert run_main(export_mod.main, args) == 2
-    assert "--check needs --report" in capsys.readouterr().err
+    args[args.index("--onnx") + 1] = str(tmp_path / "none.onnx")
+    assert run_main(parity.main, args) == 2
+    assert "none.onnx: no such ONNX file" in capsys.readouterr().err
 
 
 def test_zero_tolerance_with_perturbed_torch_fails(trained: tuple[Path, Path], tmp_path: Path,
