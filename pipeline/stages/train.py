@@ -60,6 +60,7 @@ class TrainSettings:
     seed: int
     spec: SpecAugment = field(default_factory=lambda: SpecAugment(0.0, 0, 0, 0, 0))
     label_smoothing: float = 0.0
+    weight_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ def train_model(
     # NHWC is the oneDNN convolution's native layout: fewer reorders, about 20% faster steps on CPU.
     layout = torch.channels_last if x_train.ndim == 4 else torch.contiguous_format
     model.to(memory_format=layout)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    opt = (torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+           if settings.weight_decay else torch.optim.Adam(model.parameters(), lr=settings.lr))
     history: list[dict[str, Any]] = []
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, bad_epochs, stopped = math.inf, 0, 0, False
@@ -410,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              patience=args.patience, min_delta=args.min_delta, seed=args.seed,
                              spec=SpecAugment(args.spec_augment_p, args.spec_time_masks, args.spec_time_width,
                                               args.spec_freq_masks, args.spec_freq_width),
-                             label_smoothing=args.label_smoothing)
+                             label_smoothing=args.label_smoothing, weight_decay=args.weight_decay)
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
     result = train_model(trained, x_tr, y_tr, x_va, y_va, settings, progress=progress)
