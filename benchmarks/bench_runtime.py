@@ -7,7 +7,7 @@ commands + keyword-free talk, about 33 s) with:
   board EMULATOR  the EMULATED axmodel through the emulator's axengine (INT8 QDQ model, ONNX Runtime, 1 thread):
                   the board's code path exactly, with the CPU standing in for the NPU
 
-and, as the baseline measured in the same run, the front end recomputing every frame of each 1 s window
+and, as the baseline measured in the same run, the front end recomputing every frame of each window
 (device.runtime.frontend.Frontend) and the pipeline's torch log-Mel per window, against the streaming front end
 that computes each frame once. The AX630C budget is the hop, 100 ms; the NPU's own time per inference is
 known only from the seed's ax_run_model log (about 1.06 ms for the CRNN); no board was measured here.
