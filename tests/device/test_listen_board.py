@@ -203,6 +203,23 @@ def test_record_keeps_good_takes_and_refuses_silent_ones(conn, remote_root, loop
     assert len(list((seeds / "SALIR").glob("*.wav"))) == 2
     assert list((remote_root / ".incoming").iterdir()) == []
 
+    # The next build takes them: the dataset stage draws SALIR clips from the recorded takes.
+    import shutil
+
+    from pipeline.core.cli import run_main
+    from pipeline.stages import dataset
+
+    for d in (ROOT / "data" / "demo-seeds").iterdir():
+        if d.is_dir() and d.name != "SALIR":
+            shutil.copytree(d, seeds / d.name)
+    shutil.copy(ROOT / "data" / "demo-seeds" / "words.toml", seeds / "words.toml")
+    out = tmp_path / "dataset"
+    assert run_main(dataset.main, ["--seeds", str(seeds), "--out", str(out), "--per-class", "4", "--fondo-minutes",
+                                   "0.1", "--workers", "1", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    sources = {Path(r["source"]).name for r in rows if r["class"] == "SALIR"}
+    assert sources and sources <= {f.name for f in files}, sources
+
 
 def test_record_refuses_a_bad_class_name(conn, remote_root, tmp_path):
     with pytest.raises(DeviceError, match="a class is a folder name"):
