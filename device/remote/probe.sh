@@ -3,6 +3,15 @@
 # is bundle ID installed (and, with CHECK=1, intact against its SHA256SUMS), free space, host facts.
 #   sh probe.sh ROOT ID MKDIR(0|1) CHECK(0|1) MARKER SUMS   -> key=value lines
 root=$1 id=$2 mk=$3 check=$4 marker=$5 sums=$6
+if [ -d "$root" ] && [ -n "$(find "$root" -maxdepth 0 -perm -0002 2>/dev/null)" ]; then
+  echo "$root is writable by every user of the board: any of them could replace what the board runs; use a" \
+       "directory only its owner can write (--remote-root /opt/kws, the default) or chmod o-w it" >&2
+  exit 4
+fi
+if [ -d "$root" ] && [ "$(stat -c %u "$root")" != "$(id -u)" ]; then
+  echo "$root belongs to another user of the board; use a directory of your own (--remote-root)" >&2
+  exit 4
+fi
 if [ "$mk" = 1 ]; then
   mkdir -p "$root/.incoming" || exit 3
   find "$root/.incoming" -maxdepth 1 -type f -mmin +60 -exec rm -f {} + 2>/dev/null  # uploads cut off long ago

@@ -85,6 +85,8 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     fix = "re-export it as a WAV file (16 kHz, mono, 16-bit PCM is preferred)"
     if not p.is_file():
         raise AudioError(f"{p}: file not found; check the path")
+    if not os.access(p, os.R_OK):
+        raise AudioError(f"{p}: no permission to read it; chmod a+r it (or run as its owner)")
     try:
         with sf.SoundFile(str(p)) as f:
             sr_in, channels, subtype = int(f.samplerate), int(f.channels), str(f.subtype)

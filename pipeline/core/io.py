@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -79,6 +82,33 @@ def write_text_if_changed(path: str | os.PathLike[str], text: str) -> bool:
     return True
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale(final: Path) -> list[Path]:
+    """Remove what a killed writer of ``final`` left beside it (``.<name>.<pid>.*.tmp``, ``.<name>.old-<pid>``):
+    only those whose process is gone, so a concurrent writer's work is never touched. Returns what it removed."""
+    removed = []
+    for p in final.parent.glob(f".{final.name}.*"):
+        rest = p.name[len(final.name) + 2:]
+        pid_text = rest.split(".", 1)[0] if rest.endswith(".tmp") else rest[4:] if rest.startswith("old-") else ""
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            log.info("removed %s, left by a killed run (process %s)", p, pid_text)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it replaces ``path`` as a whole.
@@ -89,7 +119,8 @@ def atomic_dir(path: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Iter
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    sweep_stale(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp

@@ -162,6 +162,10 @@ def read_seed(path: Path, cls: str, source: str, clip_samples: int) -> tuple[See
             if level < -70.0:
                 raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
                                  "record real background sound (fan, traffic, room) or remove the file")
+            if audio.size < clip_samples:
+                log.warning("%s: background recording of %.2f s, shorter than a clip (%.2f s): its clips loop it; "
+                            "record at least a few seconds of background", path, audio.size / SAMPLE_RATE,
+                            clip_samples / SAMPLE_RATE)
         else:
             word = check_command_take(audio, clip_samples, SAMPLE_RATE, name=str(path))
     except AudioError as e:

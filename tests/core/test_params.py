@@ -76,6 +76,15 @@ def test_resolve_layers_in_order_and_names_the_file_of_a_bad_key(tmp_path: Path)
         params.resolve("calib", [b])
 
 
+def test_a_wrong_enum_value_is_one_line(tmp_path: Path) -> None:
+    preset = tmp_path / "p.toml"
+    preset.write_text("[pulsar2]\nnpu_mode = 3\n")
+    with pytest.raises(params.ParamsError) as e:
+        params.resolve("pulsar2", [preset])
+    problems = [line for line in str(e.value).splitlines() if "npu_mode" in line]
+    assert problems == ["  npu_mode (--npu-mode): 3 is not one of ['NPU1', 'NPU2', 'NPU3']"], str(e.value)
+
+
 def test_flags_derive_from_the_schema_and_win_over_the_file(tmp_path: Path) -> None:
     f = tmp_path / "p.toml"
     f.write_text("[dataset]\nper_class = 7\nsnr_list = [3.0]\n")

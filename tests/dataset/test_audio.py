@@ -89,6 +89,15 @@ def test_missing_file(tmp_path: Path) -> None:
         load_audio(tmp_path / "nope.wav")
 
 
+def test_an_unreadable_file_says_permission_not_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "take.wav"
+    write_wav(p, tone_word())
+    monkeypatch.setattr("pipeline.audio.wav.os.access", lambda path, mode: False)  # root reads anything
+    with pytest.raises(AudioError, match=r"take\.wav: no permission to read it; chmod a\+r it") as e:
+        read_audio(p)
+    assert "export" not in str(e.value)
+
+
 def test_write_wav_is_pcm16_rounded_and_saturating(tmp_path: Path) -> None:
     x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.7, -1.7, 1e-5], dtype=np.float32)
     path = tmp_path / "sub" / "out.wav"

@@ -179,6 +179,14 @@ def test_conversions_are_done_and_recorded(seeds: Path, tmp_path: Path, run_data
     assert {r["source"] for r in read_lines(out)} >= {"BRAVO/001_stereo.wav", "CHARLIE/001_float.wav"}
 
 
+def test_a_background_recording_shorter_than_a_clip_is_looped_with_a_warning(seeds: Path, tmp_path: Path,
+                                                                            run_dataset: Runner) -> None:
+    rc, err = run_dataset(seeds, tmp_path / "out")   # FONDO/001_hum.wav is 0.7 s, the clips 1 s
+    assert rc == 0, err
+    assert "001_hum.wav: background recording of 0.70 s, shorter than a clip (1.00 s): its clips loop it" in err
+    assert "000_noise.wav: background recording" not in err
+
+
 def test_clips_are_as_long_as_the_features_window(seeds: Path, tmp_path: Path, run_dataset: Runner) -> None:
     clip = tmp_path / "clip.json"
     clip.write_text(json.dumps({"stage": "clip", "params": {"clip_samples": 24000, "sample_rate": 16000}}))

@@ -127,6 +127,17 @@ def test_remote_root_with_space_and_quote_and_nothing_outside_it(conn, build, tm
     assert (root / rep["bundle_id"] / "runs" / "per-input" / "output" / "1" / "output.bin").is_file()
 
 
+def test_a_world_writable_remote_root_is_refused(conn, build, tmp_path):
+    root = tmp_path / "shared-root"
+    root.mkdir()
+    root.chmod(0o777)
+    with pytest.raises(DeviceError, match="writable by every user of the board"):
+        deploy(conn, build, str(root))
+    assert list(root.iterdir()) == []
+    root.chmod(0o755)
+    assert deploy(conn, build, str(root))["status"] == "deployed"
+
+
 def test_emulated_axmodel_refused_for_a_board_that_is_not_the_emulator(loopback_board, build, remote_root):
     c = open_connection(connect(board_spec(loopback_board, client="plain")))
     try:
