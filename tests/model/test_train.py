@@ -91,6 +91,7 @@ def test_deterministic(trained: tuple[Path, Path], tmp_path: Path) -> None:
     mb = json.loads((tmp_path / "again" / "metrics.json").read_text())
     for m in (ma, mb):
         m.pop("train_seconds")
+        m.pop("resources")
     assert ma == mb
 
 
@@ -114,6 +115,22 @@ def test_early_stopping_fires(trained: tuple[Path, Path], tmp_path: Path) -> Non
                  "--epochs", "4") == 0
     m = json.loads((tmp_path / "all" / "metrics.json").read_text())
     assert m["stopped_early"] is False and m["epochs_run"] == 4 and m["best_epoch"] == 1
+
+
+def test_device_cpu_and_auto_give_the_same_checkpoint_and_cuda_without_a_gpu_says_so(
+        trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    features, first = trained
+    assert train(features, tmp_path / "cpu", "--device", "cpu") == 0
+    a = torch.load(first / "ckpt.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cpu" / "ckpt.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) and b[k].device.type == "cpu" for k in a)
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the no-GPU message cannot be shown")
+    capsys.readouterr()
+    assert train(features, tmp_path / "cuda", "--device", "cuda") == 2
+    err = capsys.readouterr().err
+    assert "device cuda: torch sees no CUDA GPU here" in err and "--gpus all" in err
+    assert not (tmp_path / "cuda" / "ckpt.pt").exists()
 
 
 def test_lstm_option(trained: tuple[Path, Path], tmp_path: Path) -> None:
