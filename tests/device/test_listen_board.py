@@ -21,8 +21,8 @@ from device.record import record
 from device.service import service, systemd_quote, unit_text
 from device.ssh import DeviceError
 from tests.conftest import ROOT, write_wav
-from tests.device.tiny_model import make_listen_build
-from tests.eval.conftest import SR, quiet_noise, tone
+from tests.device.tiny_model import make_listen_build, write_tones
+from tests.eval.conftest import SR
 
 pytestmark = pytest.mark.ssh
 
@@ -34,10 +34,7 @@ def listen_build(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tones(tmp_path: Path) -> Path:
-    audio = quiet_noise(4.0)
-    audio[int(1.0 * SR):int(1.6 * SR)] += tone(300.0, 0.6, 0.0, tone_s=0.6)
-    audio[int(2.5 * SR):int(3.1 * SR)] += tone(2000.0, 0.6, 0.0, tone_s=0.6)
-    return write_wav(tmp_path / "tones.wav", audio)
+    return write_tones(tmp_path / "tones.wav")
 
 
 def runtime_processes(marker: str) -> list[str]:

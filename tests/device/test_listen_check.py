@@ -11,8 +11,8 @@ import pytest
 from device import listen_check
 from pipeline.core.cli import run_main
 from tests.conftest import write_wav
-from tests.device.tiny_model import make_listen_build
-from tests.eval.conftest import SR, quiet_noise, tone
+from tests.device.tiny_model import make_listen_build, write_tones
+from tests.eval.conftest import quiet_noise
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    audio = quiet_noise(4.0)
-    audio[int(1.0 * SR):int(1.6 * SR)] += tone(300.0, 0.6, 0.0, tone_s=0.6)
-    audio[int(2.5 * SR):int(3.1 * SR)] += tone(2000.0, 0.6, 0.0, tone_s=0.6)
-    return write_wav(tmp_path_factory.mktemp("lc-wav") / "tones.wav", audio)
+    return write_tones(tmp_path_factory.mktemp("lc-wav") / "tones.wav")
 
 
 def board_file(path: Path, events: list[dict]) -> Path:

@@ -96,3 +96,14 @@ def make_listen_build(build: Path, settings: dict | None = None) -> Path:
         "calibration": {"fa_per_hour": 0.0}})
     pack(onnx_path, build / "detector" / "settings.json", build / "runtime")
     return build
+
+
+def write_tones(path: Path) -> Path:
+    """4 s of quiet noise with the tone model's two "commands": 300 Hz at 1.0 s (ALFA), 2 kHz at 2.5 s (BRAVO)."""
+    from tests.conftest import write_wav
+    from tests.eval.conftest import SR, quiet_noise, tone
+
+    audio = quiet_noise(4.0)
+    audio[int(1.0 * SR):int(1.6 * SR)] += tone(300.0, 0.6, 0.0, tone_s=0.6)
+    audio[int(2.5 * SR):int(3.1 * SR)] += tone(2000.0, 0.6, 0.0, tone_s=0.6)
+    return write_wav(path, audio)
