@@ -12,7 +12,7 @@ manifest line alone. Everything is vectorised numpy on float32 (no per-sample Py
   drawn semitones are quantised to about 0.14). No whole-signal resampler (torchaudio's pitch_shift with arbitrary float
   steps costs seconds per clip).
 - ``Noise``: mix noise at an SNR from a list: FONDO seed audio at a drawn offset, or synthetic
-  white/pink/brown noise from a drawn seed.
+  white/pink/brown noise cut at a drawn offset from a fixed 131 s bank per colour.
 - ``Reverb``: convolve with a room impulse response: one of the given RIRs, or one of 256 fixed
   synthetic rooms (direct path + exponentially decaying noise tail; RT60 0.2-0.8 s, direct-to-reverberant
   ratio 0-12 dB, pre-delay 2-12 ms).
@@ -45,6 +45,8 @@ Params = dict[str, Any]
 PV_N_FFT = 512
 PV_HOP = 128
 NOISE_COLOURS = ("white", "pink", "brown")
+NOISE_BANK_SAMPLES = 1 << 21  # 131 s at 16 kHz per colour
+NOISE_BANK_SEED = 20261201
 RT60_RANGE_S = (0.2, 0.8)  # small rooms to living rooms / offices
 DRR_RANGE_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio
 PREDELAY_RANGE_MS = (2.0, 12.0)  # direct path to first reflections
@@ -86,6 +88,8 @@ class Spectra:
     mag: np.ndarray  # (n_frames, 257) float32
     phasor: np.ndarray  # (n_frames, 257) complex64, |.| = 1 (1 where the bin is silent)
     step: np.ndarray  # (n_frames - 1, 257) complex64: phase advance from frame k to k + 1, phasor[k+1] / phasor[k]
+    advance: np.ndarray  # (n_frames - 1, 257) float32: the same advance in radians, unwrapped around the bin's
+    #                      expected advance (what a frequency warp scales)
 
     @property
     def n_frames(self) -> int:
@@ -102,7 +106,10 @@ def analyse(x: np.ndarray) -> Spectra:
     tiny = 1e-12
     phasor = np.where(mag > tiny, spec / np.maximum(mag, tiny), 1.0)
     step = phasor[1:] * np.conj(phasor[:-1])
-    return Spectra(mag.astype(np.float32), phasor.astype(np.complex64), step.astype(np.complex64))
+    omega = 2.0 * np.pi * PV_HOP * np.arange(mag.shape[1]) / PV_N_FFT
+    advance = np.angle(step * np.exp(-1j * omega)) + omega
+    return Spectra(mag.astype(np.float32), phasor.astype(np.complex64), step.astype(np.complex64),
+                   advance.astype(np.float32))
 
 
 @functools.cache
@@ -116,12 +123,15 @@ def _ola_edges(m: int) -> tuple[np.ndarray, np.ndarray]:
     return head.astype(np.float32), tail.astype(np.float32)
 
 
-def synthesise(sp: Spectra, start: float, rate: float, semitones: float, out_len: int) -> np.ndarray:
+def synthesise(sp: Spectra, start: float, rate: float, semitones: float, out_len: int,
+               alpha: float = 1.0, sample_rate: int = 16000) -> np.ndarray:
     """Phase-vocoder synthesis from precomputed spectra: ``out_len`` samples whose sample 0 is input
-    sample ``start`` (may be fractional), tempo changed by ``rate`` (> 1 faster), pitch by ``semitones``.
+    sample ``start`` (may be fractional), tempo changed by ``rate`` (> 1 faster), pitch by ``semitones``,
+    formants warped by ``alpha`` (the VTLP map of ``formant_warp``, applied to the analysis spectrum).
 
     Frames are read at fractional positions ``rate / r`` apart (magnitudes interpolated; phase accumulated
-    as a cumulative product of unit phasors: exact modulo 2*pi, no arctan/exp). The pitch shift by
+    as a cumulative product of unit phasors: exact modulo 2*pi, no arctan/exp; with a warp, as a sum of
+    the source bins' advances scaled by the warp's frequency ratio). The pitch shift by
     r = 512 / m resamples every synthesis frame to m samples in the frequency domain (band-limited:
     spectrum truncated / zero-padded); frames are overlap-added at hop m / 4. Batched over frames.
     """
@@ -136,11 +146,28 @@ def synthesise(sp: Spectra, start: float, rate: float, semitones: float, out_len
     lead = round((start / PV_HOP - steps[0]) * (-r / rate))  # output frames skipped before the input starts
     i = steps.astype(np.int64)
     a = (steps - i).astype(np.float32)[:, None]
-    phasor = np.cumprod(np.concatenate([sp.phasor[i[0]][None], sp.step[i[:-1]]]), axis=0)
     k_out = m // 2 + 1
     k_in = min(k_out, sp.mag.shape[1])
-    mag = (1.0 - a) * sp.mag[i, :k_in] + a * sp.mag[i + 1, :k_in]
-    spec = mag * phasor[:, :k_in]
+    if alpha == 1.0:
+        phasor = np.cumprod(np.concatenate([sp.phasor[i[0]][None], sp.step[i[:-1]]]), axis=0)
+        mag = (1.0 - a) * sp.mag[i, :k_in] + a * sp.mag[i + 1, :k_in]
+        spec = mag * phasor[:, :k_in]
+    else:
+        wi, wa, wj, ratio = (v[:k_in] for v in _warp_plan(float(alpha), sample_rate))
+        mag_t = (1.0 - a) * sp.mag[i] + a * sp.mag[i + 1]
+        mag = mag_t[:, wi]
+        mag += wa * (mag_t[:, wi + 1] - mag)
+        # same spectral energy as unwarped (as formant_warp keeps the RMS): a squeezed spectrum holds less
+        e_in, e_out = float(np.vdot(mag_t[:, :k_in], mag_t[:, :k_in])), float(np.vdot(mag, mag))
+        if e_out > 0.0:
+            mag *= np.float32(np.sqrt(e_in / e_out))
+        phase = np.empty(mag.shape, dtype=np.float32)
+        phase[0] = np.angle(sp.phasor[i[0], wj])
+        phase[1:] = sp.advance[i[:-1]][:, wj] * ratio
+        np.cumsum(phase, axis=0, out=phase)
+        spec = np.empty(mag.shape, dtype=np.complex64)
+        spec.real = mag * np.cos(phase)
+        spec.imag = mag * np.sin(phase)
     if k_out > k_in:
         spec = np.pad(spec, ((0, 0), (0, k_out - k_in)))
     swin = _hann(m)
@@ -204,6 +231,15 @@ def coloured_noise(n: int, colour: str, seed: int) -> np.ndarray:
         y = np.fft.irfft(spec, n)
     y = y / max(np.sqrt(np.mean(y * y)), 1e-12)
     return y.astype(np.float32)
+
+
+@functools.cache
+def noise_bank(colour: str) -> np.ndarray:
+    """NOISE_BANK_SAMPLES of one noise colour, made once per process (fixed seed): a clip's synthetic noise
+    is a stretch of it at a drawn offset (cutting is 20x cheaper than making 1 s of coloured noise)."""
+    bank = coloured_noise(NOISE_BANK_SAMPLES, colour, NOISE_BANK_SEED + NOISE_COLOURS.index(colour))
+    bank.flags.writeable = False
+    return bank
 
 
 def synth_rir(rt60_s: float, drr_db: float, predelay_ms: float, seed: int, sample_rate: int) -> np.ndarray:
@@ -352,7 +388,7 @@ class Noise:
             drawn: Params = {"snr_db": snr_db, "kind": "fondo", "source": k, "offset": offset}
         else:
             colour = NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))]
-            drawn = {"snr_db": snr_db, "kind": colour, "noise_seed": int(rng.integers(2**31))}
+            drawn = {"snr_db": snr_db, "kind": colour, "noise_offset": int(rng.integers(NOISE_BANK_SAMPLES))}
         return drawn if fire else {"snr_db": None}
 
     def noise_for(self, n: int, params: Params) -> np.ndarray:
@@ -361,7 +397,8 @@ class Noise:
             if src.size < params["offset"] + n:  # short FONDO recording: loop it
                 src = np.tile(src, -(-(params["offset"] + n) // src.size))
             return src[params["offset"]: params["offset"] + n]
-        return coloured_noise(n, params["kind"], params["noise_seed"])
+        bank, o = noise_bank(params["kind"]), params["noise_offset"]
+        return bank[o: o + n] if o + n <= bank.size else np.take(bank, np.arange(o, o + n), mode="wrap")
 
     def apply(self, x: np.ndarray, sample_rate: int, params: Params) -> np.ndarray:
         if params.get("snr_db") is None:
@@ -433,48 +470,33 @@ def warp_frequencies(f_hz: np.ndarray, alpha: float, sample_rate: int) -> np.nda
     return np.where(f_hz <= f0, alpha * f_hz, alpha * f0 + slope * (f_hz - f0))
 
 
-def formant_warp(x: np.ndarray, alpha: float, sample_rate: int) -> np.ndarray:
-    """Warp the short-time magnitude spectrum along frequency by ``alpha`` (VTLP); same length and RMS.
-
-    STFT 512/128 Hann; output bin k takes the magnitude found at the input frequency that maps onto
-    it (linear interpolation), with the phase advance of that input frequency scaled by the warp
-    (phase-vocoder accumulation); weighted overlap-add."""
-    x = np.asarray(x, dtype=np.float32)
-    if alpha == 1.0 or x.size == 0:
-        return x.copy()
-    n, hop = PV_N_FFT, PV_HOP
-    win = _hann(n).astype(np.float64)
-    xp = np.pad(x.astype(np.float64), (n // 2, n // 2 + hop))
-    frames = sliding_window_view(xp, n)[::hop] * win
-    spec = np.fft.rfft(frames, axis=1)
+@functools.lru_cache(maxsize=64)  # alpha is drawn per clip: few repeats, bounded memory
+def _warp_plan(alpha: float, sample_rate: int) -> tuple[np.ndarray, ...]:
+    """Per alpha: for every output bin, the source bins of its magnitude (i, i + 1, weight a), the nearest
+    source bin j, and the frequency ratio that scales j's phase advance."""
+    n = PV_N_FFT
     f = np.fft.rfftfreq(n, 1.0 / sample_rate)
     src = np.interp(f, warp_frequencies(f, alpha, sample_rate), f)  # inverse map (monotonic)
     pos = src / (sample_rate / n)
     i = np.clip(pos.astype(np.int64), 0, f.size - 2)
     a = np.clip(pos - i, 0.0, 1.0)
-    mag = np.abs(spec)
-    new_mag = (1.0 - a) * mag[:, i] + a * mag[:, i + 1]
-    # Phase: the nearest source bin's true phase advance per hop, scaled by the frequency ratio and
-    # accumulated (phase-vocoder style), so a partial at f comes out at its warped frequency.
     j = np.clip(np.rint(pos).astype(np.int64), 0, f.size - 1)
-    phi = np.angle(spec)
-    omega = 2.0 * np.pi * hop * np.arange(f.size) / n
-    dev = np.diff(phi, axis=0) - omega
-    advance = omega + (dev + np.pi) % (2.0 * np.pi) - np.pi  # true phase advance of every input bin
     ratio = np.where(src > 0, f / np.maximum(src, 1e-9), 1.0)
-    phase = np.cumsum(np.concatenate([phi[:1, j], advance[:, j] * ratio]), axis=0)
-    y_frames = np.fft.irfft(new_mag * np.exp(1j * phase), n, axis=1) * win
-    out = np.zeros(xp.size, dtype=np.float64)
-    norm = np.zeros(xp.size, dtype=np.float64)
-    for q in range(n // hop):  # overlap-add in n / hop block sums (no per-frame loop)
-        blk = y_frames[:, q * hop:(q + 1) * hop].reshape(-1)
-        wblk = np.tile(win[q * hop:(q + 1) * hop] ** 2, y_frames.shape[0])
-        m = min(blk.size, out.size - q * hop)
-        out[q * hop: q * hop + m] += blk[:m]
-        norm[q * hop: q * hop + m] += wblk[:m]
-    y = (out / np.maximum(norm, 1e-3))[n // 2: n // 2 + x.size]
-    px, py = power(x), float(np.dot(y, y)) / y.size
-    return (y * np.sqrt(px / py)).astype(np.float32) if py > 0 else y.astype(np.float32)
+    return i, a.astype(np.float32), j, ratio.astype(np.float32)
+
+
+def formant_warp(x: np.ndarray, alpha: float, sample_rate: int) -> np.ndarray:
+    """Warp the short-time spectrum along frequency by ``alpha`` (VTLP); same length and RMS.
+
+    STFT 512/128 Hann; output bin k takes the magnitude found at the input frequency that maps onto
+    it (linear interpolation), with the phase advance of that input frequency scaled by the warp
+    (phase-vocoder accumulation): ``synthesise`` at tempo 1 and no pitch change."""
+    x = np.asarray(x, dtype=np.float32)
+    if alpha == 1.0 or x.size == 0:
+        return x.copy()
+    y = synthesise(analyse(x), 0.0, 1.0, 0.0, x.size, alpha, sample_rate)
+    px, py = power(x), power(y)
+    return (y * np.float32(np.sqrt(px / py))).astype(np.float32) if py > 0 else y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -534,21 +556,33 @@ def _edge(f: np.ndarray, at_hz: float, width_hz: float, rising: bool) -> np.ndar
 
 def channel_response(n: int, sample_rate: int, params: Params) -> np.ndarray:
     """The magnitude response (rfft bins of an n-sample signal) of the drawn microphone, band and rate."""
-    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    f, inv_f4, logf, band = _channel_axes(n, sample_rate)
     h = np.ones_like(f)
     mic = params.get("mic")
     if mic:
-        fc = mic["high_pass_hz"]
-        h *= 1.0 / np.sqrt(1.0 + (fc / np.maximum(f, 1.0)) ** 4)  # second-order high-pass magnitude
-        logf = np.log2(np.maximum(f, 20.0))
+        h *= 1.0 / np.sqrt(1.0 + mic["high_pass_hz"] ** 4 * inv_f4)  # second-order high-pass magnitude
         db = sum(g * np.exp(-0.5 * ((logf - c) / w) ** 2) for c, w, g in mic["bumps"])
         h *= 10.0 ** (db / 20.0)
     if params.get("band"):
-        h *= _edge(f, TELEPHONE_BAND_HZ[0], 100.0, True) * _edge(f, TELEPHONE_BAND_HZ[1], 300.0, False)
+        h *= band
     rate = params.get("low_rate_hz")
     if rate:  # a round trip through a lower rate keeps what lies below its Nyquist frequency
-        h *= _edge(f, 0.45 * rate, 0.05 * rate, False)
+        h *= _rate_edge(n, sample_rate, rate)
     return h
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_axes(n: int, sample_rate: int) -> tuple[np.ndarray, ...]:
+    """What every clip of n samples shares: bin frequencies, 1 / f^4 and log2 f (floored), the telephone band."""
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    band = _edge(f, TELEPHONE_BAND_HZ[0], 100.0, True) * _edge(f, TELEPHONE_BAND_HZ[1], 300.0, False)
+    return f, np.maximum(f, 1.0) ** -4.0, np.log2(np.maximum(f, 20.0)), band
+
+
+@functools.lru_cache(maxsize=16)
+def _rate_edge(n: int, sample_rate: int, rate: int) -> np.ndarray:
+    f = _channel_axes(n, sample_rate)[0]
+    return _edge(f, 0.45 * rate, 0.05 * rate, False)
 
 
 def code_8bit(x: np.ndarray, coding: str) -> np.ndarray:

@@ -50,6 +50,7 @@ from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, st
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.core.params import defaults as param_defaults
 from pipeline.core.provenance import manifest
+from pipeline.core.workers import keep_freed_memory, one_thread_children
 
 log = logging.getLogger(__name__)
 
@@ -409,17 +410,18 @@ def render_clip(bank: Bank, recipe: Recipe, record: dict[str, Any], by_source: d
     # The shift is applied as an offset of the crop (same result as Shift.apply, without zero fill):
     # clip sample t shows seed sample centre + (t - n / 2 - shift) * tempo.
     first = centre - (n // 2 + shift) * tempo
-    if tempo == 1.0 and A.pitch_frame_length(p["semitones"]) == A.PV_N_FFT:
+    alpha = float(p.get("warp", NO_WARP)["alpha"])
+    if tempo == 1.0 and A.pitch_frame_length(p["semitones"]) == A.PV_N_FFT and alpha == 1.0:
         a = int(first)
         y = x[max(a, 0): max(a + n, 0)]
         if a < 0 or a + n > x.size:  # word near the edge of the recording: pad with silence
             y = np.pad(y, (max(0, -a), n - y.size - max(0, -a)))
-    else:  # phase vocoder from this seed's spectra (analysed once per process), with a lead-in
+    else:  # tempo, pitch and formant warp in one phase-vocoder pass from this seed's spectra (analysed once
+        # per process), with a lead-in
         spectra, region_lo = seed_spectra(bank, seed, max_half_window(seed, recipe))
         lead = A.PV_N_FFT // 2
         y = A.synthesise(spectra, first - region_lo - lead * tempo, tempo, float(p["semitones"]),
-                         n + lead)[lead:]
-    y = recipe.warp.apply(y, SAMPLE_RATE, p.get("warp", NO_WARP))
+                         n + lead, alpha, SAMPLE_RATE)[lead:]
     y = recipe.reverb.apply(y, SAMPLE_RATE, p["reverb"])
     y = recipe.noise.apply(y, SAMPLE_RATE, p["noise"])
     if "channel" in p:
@@ -433,6 +435,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(bank: Bank, recipe: Recipe, out_dir: str, seed: int) -> None:
+    keep_freed_memory()
     _WORKER.update(bank=bank, recipe=recipe, out_dir=Path(out_dir), seed=seed, by_source=bank.by_source)
 
 
@@ -484,7 +487,9 @@ def generate(bank: Bank, recipe: Recipe, seed: int, counts: dict[str, int], out_
             ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold torch threads
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                         initargs=(bank, recipe, str(out_dir), seed)) as ex:
-                for t, chunk in zip(tasks, ex.map(_make_chunk, tasks)):
+                with one_thread_children():  # map() submits every task, which starts the workers
+                    results = ex.map(_make_chunk, tasks)
+                for t, chunk in zip(tasks, results):
                     lines += chunk
                     bar.update(t[2] - t[1])
     return lines

@@ -41,6 +41,22 @@ def test_formant_warp_moves_spectral_peaks_by_alpha(alpha: float) -> None:
     assert np.sqrt(np.mean(y ** 2)) == pytest.approx(np.sqrt(np.mean(x ** 2)), rel=1e-3)  # level kept
 
 
+@pytest.mark.parametrize("alpha", [0.85, 1.15])
+@pytest.mark.parametrize(("rate", "semitones"), [(1.0, 0.0), (1.1, 0.0), (1.0, 2.0)])
+def test_synthesis_warps_formants_like_the_standalone_warp(alpha: float, rate: float, semitones: float) -> None:
+    # a keyword clip gets tempo, pitch and the formant warp from one synthesis pass: a partial at f comes out
+    # at f * alpha * the pitch ratio, the same place as synthesis then formant_warp puts it
+    t = np.arange(2 * SR) / SR
+    x = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    sp = A.analyse(x)
+    one_pass = A.synthesise(sp, 4000.0, rate, semitones, SR, alpha, SR)
+    two_pass = A.formant_warp(A.synthesise(sp, 4000.0, rate, semitones, SR), alpha, SR)
+    expected = 1000 * alpha * A.pitch_ratio(semitones)
+    assert peak_hz(one_pass) == pytest.approx(expected, abs=5)
+    assert peak_hz(two_pass) == pytest.approx(expected, abs=5)
+    assert np.sqrt(np.mean(one_pass[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+
+
 def test_formant_warp_identity_and_boundary_map() -> None:
     x = np.random.default_rng(0).standard_normal(SR).astype(np.float32)
     assert np.array_equal(A.formant_warp(x, 1.0, SR), x)
