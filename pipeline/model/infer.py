@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -61,10 +62,13 @@ class OnnxModel:
     once per row (that is what pipeline.stages.export produces, and what the NPU compiles).
     """
 
-    def __init__(self, path: str | os.PathLike[str], intra_op_threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike[str], intra_op_threads: int = 1, row_threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
+        # A static-batch model runs one row per call; rows run in this many threads at once (ONNX Runtime
+        # releases the GIL): the 60 min development stream is 36,000 single-window calls.
+        self.row_threads = max(1, row_threads if row_threads is not None else min(os.cpu_count() or 1, 8))
         if not self.path.is_file():
             raise OnnxModelError(f"{self.path}: ONNX model not found; build it with `make onnx` (pipeline.stages.export)")
         opts = ort.SessionOptions()
@@ -130,8 +134,21 @@ class OnnxModel:
         step = self.static_batch
         if n % step:
             raise ValueError(f"{self.path}: static batch {step} does not divide n={n}")
-        for i in range(0, n, step):
-            out[i:i + step] = self.session.run([self.output_name], {self.input_name: arr[i:i + step]})[0].reshape(step, -1)
+
+        def run(lo: int, hi: int) -> None:
+            for i in range(lo, hi, step):
+                out[i:i + step] = self.session.run([self.output_name],
+                                                   {self.input_name: arr[i:i + step]})[0].reshape(step, -1)
+
+        calls = n // step
+        threads = min(self.row_threads, calls)
+        if threads <= 1:
+            run(0, n)
+            return out
+        bounds = [step * (calls * k // threads) for k in range(threads + 1)]
+        with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+            for f in [ex.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
+                f.result()
         return out
 
     def probs(self, x: np.ndarray) -> np.ndarray:

@@ -115,6 +115,10 @@ def test_onnx_model_round_trip(exported: tuple[Path, Path], trained: tuple[Path,
     assert np.allclose(p.sum(1), 1.0, atol=1e-6) and np.array_equal(p.argmax(1), ref.argmax(1))
     with pytest.raises(ValueError, match="expected input"):
         m.logits(np.zeros((2, 1, 97, 64), np.float32))
+    # the static batch-1 model's rows run in threads: the same logits as one thread, row for row
+    assert m.static_batch == 1 and m.row_threads >= 1
+    for threads in (1, 3):
+        assert np.array_equal(OnnxModel(exported[0], row_threads=threads).logits(x), logits)
 
 
 def test_parity_failure_leaves_no_onnx(trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
