@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = pack(args.onnx, args.settings, args.out)
     d = spec["detector"]
     print(f"wrote {args.out}: {len(spec['classes'])} classes, detector smooth {d['smooth_windows']}, "
-          f"consecutive {d['min_consecutive_windows']}, on {d['on_threshold']}")
+          f"consecutive {d['min_consecutive_windows']}, on {d['on_threshold']}"
+          + "".join(f", {c} {t}" for c, t in sorted(d.get("class_on_thresholds", {}).items())))
     return 0
 
 

@@ -50,6 +50,8 @@ class DetectorSettings:
     min_consecutive_windows: int = 2     # windows in a row at/above on_threshold (same class) to fire
     refractory_s: float = 1.0            # no event within this time after an event
     background_class: str = BACKGROUND_CLASS
+    # per keyword class, an on threshold that replaces on_threshold for that class (calibrated per class)
+    class_on_thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
@@ -65,6 +67,9 @@ class DetectorSettings:
             problems.append(f"min_consecutive_windows={self.min_consecutive_windows} must be >= 1")
         if self.refractory_s < 0:
             problems.append(f"refractory_s={self.refractory_s} must be >= 0")
+        for name, t in dict(self.class_on_thresholds).items():
+            if not (isinstance(t, (int, float)) and self.off_threshold <= t <= 1.0 and t > 0.0):
+                problems.append(f"class_on_thresholds[{name!r}]={t} must be in [off_threshold={self.off_threshold}, 1]")
         if problems:
             raise ValueError("invalid detector settings: " + "; ".join(problems))
 
@@ -72,6 +77,9 @@ class DetectorSettings:
     def refractory_windows(self) -> int:
         """Windows after an event during which nothing fires (refractory_s rounded up to whole hops)."""
         return math.ceil(self.refractory_s / self.hop_s - 1e-9)
+
+    def on_threshold_for(self, class_name: str) -> float:
+        return float(self.class_on_thresholds.get(class_name, self.on_threshold))
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,7 +113,8 @@ class Detector:
     probability vectors, fewer at the start):
 
     - the candidate is the keyword class (never the background class) with the highest ``s``;
-    - it must stay the candidate with ``s >= on_threshold`` for ``min_consecutive_windows`` windows;
+    - it must stay the candidate with ``s >=`` its on threshold (``class_on_thresholds``, else ``on_threshold``)
+      for ``min_consecutive_windows`` windows;
     - after an event the detector is latched until the fired class's ``s`` drops below ``off_threshold``
       (hysteresis) and, independently, nothing fires for ``refractory_s`` (refractory period).
     """
@@ -123,6 +132,10 @@ class Detector:
         self.keyword_indices = [i for i in range(len(self.classes)) if i != self.background_index]
         if not self.keyword_indices:
             raise ValueError(f"classes {self.classes} hold no keyword class besides the background")
+        unknown = sorted(set(settings.class_on_thresholds) - {self.classes[i] for i in self.keyword_indices})
+        if unknown:
+            raise ValueError(f"class_on_thresholds name {unknown}, not keyword classes of the model {self.classes}")
+        self._on = [settings.on_threshold_for(c) for c in self.classes]
         self.reset()
 
     def reset(self) -> None:
@@ -164,7 +177,7 @@ class Detector:
         if self._latched is not None and s[self._latched] < cfg.off_threshold:
             self._latched = None
         best = max(self.keyword_indices, key=s.__getitem__)
-        if s[best] >= cfg.on_threshold:
+        if s[best] >= self._on[best]:
             if best == self._run_class:
                 self._run_length += 1
             else:
@@ -254,3 +267,35 @@ def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: 
     log.info("calibrated on_threshold=%.4f: %d false accepts in %.1f s = %.3g FA/h (target %.3g)",
              grid[chosen], counts[chosen], negative_s, rates[chosen], target_fa_per_hour)
     return Calibration(settings, counts[chosen], negative_s, rates[chosen], target_fa_per_hour, reached)
+
+
+def class_thresholds(smoothed_sequences: Sequence[np.ndarray], settings: DetectorSettings, classes: Sequence[str],
+                     floor: float, thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> dict[str, float]:
+    """Per keyword class, the lowest threshold of the grid (at least ``floor``, at most ``settings.on_threshold``)
+    at which that class never fires on these keyword-free sequences.
+
+    A class fires when it is the candidate (the highest keyword score) with a score at or above its threshold for
+    ``min_consecutive_windows`` windows in a row; the highest threshold at which that happens anywhere is the
+    largest, over such runs, of the run's lowest score. A class whose near misses score low in the talk needs no
+    threshold as high as the class whose near misses score 0.99."""
+    names = list(classes)
+    if settings.background_class not in names:
+        raise ValueError(f"background class {settings.background_class!r} is not among {names}")
+    keyword = [i for i, c in enumerate(names) if c != settings.background_class]
+    mc = settings.min_consecutive_windows
+    reach = np.zeros(len(names))
+    for s in smoothed_sequences:
+        s = np.asarray(s, dtype=np.float64)
+        if len(s) < mc:
+            continue
+        candidate = np.asarray(keyword)[np.argmax(s[:, keyword], axis=1)]
+        for k in keyword:
+            score = np.where(candidate == k, s[:, k], 0.0)
+            runs = np.lib.stride_tricks.sliding_window_view(score, mc).min(axis=1)
+            reach[k] = max(reach[k], float(runs.max()))
+    grid = sorted({float(t) for t in thresholds} | {1.0})
+    out = {}
+    for k in keyword:
+        above = next(t for t in grid if t > reach[k] or t == 1.0)
+        out[names[k]] = min(settings.on_threshold, max(floor, above))
+    return out

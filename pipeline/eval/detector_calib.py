@@ -37,7 +37,16 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.cli import StageError, die, parse_stage_args, run_main, setup_logging, stage_parser
-from pipeline.core.detector import BACKGROUND_CLASS, DetectorSettings, calibrate, moving_average
+from pipeline.core.detector import (
+    BACKGROUND_CLASS,
+    Calibration,
+    DetectorSettings,
+    calibrate,
+    class_thresholds,
+    count_false_accepts,
+    fa_per_hour,
+    moving_average,
+)
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.eval.detect import in_context, negative_probs, stream_probs
 
@@ -57,7 +66,8 @@ class Candidate:
     def as_dict(self) -> dict[str, Any]:
         return {"smooth_windows": self.settings.smooth_windows,
                 "min_consecutive_windows": self.settings.min_consecutive_windows,
-                "on_threshold": self.settings.on_threshold, "reached": self.reached,
+                "on_threshold": self.settings.on_threshold,
+                "class_on_thresholds": dict(self.settings.class_on_thresholds), "reached": self.reached,
                 "false_accepts": self.false_accepts, "fa_per_hour": self.fa_per_hour, "miss_rate": self.miss_rate}
 
 
@@ -72,15 +82,32 @@ def miss_rate(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settin
     return 1.0 - sum(hits) / len(hits)
 
 
+def per_class(neg_probs: Sequence[np.ndarray], negative_s: float, classes: Sequence[str], cal: Calibration,
+              floor: float) -> Calibration:
+    """The calibration with each command's own on threshold (``class_thresholds``) where that keeps the false
+    accepts on the negatives at the global threshold's count; else the calibration unchanged."""
+    smoothed = [moving_average(p, cal.settings.smooth_windows) for p in neg_probs]
+    tuned = dataclasses.replace(cal.settings, class_on_thresholds=class_thresholds(smoothed, cal.settings, classes,
+                                                                                     floor))
+    fa = count_false_accepts(smoothed, tuned, classes)
+    if fa > cal.false_accepts:
+        log.info("per-class thresholds add false accepts (%d > %d): kept the global one", fa, cal.false_accepts)
+        return cal
+    return dataclasses.replace(cal, settings=tuned, false_accepts=fa, fa_per_hour=fa_per_hour(fa, negative_s))
+
+
 def choose(neg_probs: Sequence[np.ndarray], negative_s: float, pos_probs: Sequence[np.ndarray],
            pos_labels: Sequence[int], classes: Sequence[str], base: DetectorSettings,
            smooth_windows: Sequence[int], consecutive: Sequence[int],
-           target_fa_per_hour: float) -> tuple[Candidate, list[Candidate]]:
-    """Calibrate every candidate structure to the target and pick the best (see the module doc)."""
+           target_fa_per_hour: float, class_floor: float | None = None) -> tuple[Candidate, list[Candidate]]:
+    """Calibrate every candidate structure to the target and pick the best (see the module doc);
+    ``class_floor``: also give each command its own threshold, not below this (None: one threshold)."""
     candidates = []
     for sw, mc in itertools.product(sorted(set(smooth_windows)), sorted(set(consecutive))):
         structure = dataclasses.replace(base, smooth_windows=sw, min_consecutive_windows=mc)
         cal = calibrate(neg_probs, negative_s, classes, structure, target_fa_per_hour)
+        if class_floor is not None and cal.reached:
+            cal = per_class(neg_probs, negative_s, classes, cal, class_floor)
         c = Candidate(cal.settings, cal.reached, cal.false_accepts, cal.fa_per_hour,
                       miss_rate(pos_probs, pos_labels, cal.settings, classes))
         log.info("smooth %d, consecutive %d: on %.4f, %.3g FA/h%s, dev miss %s", sw, mc, c.settings.on_threshold,
@@ -97,6 +124,10 @@ def choose(neg_probs: Sequence[np.ndarray], negative_s: float, pos_probs: Sequen
     return min(candidates, key=rank), candidates
 
 
+def per_command(thresholds: dict[str, float] | None) -> str:
+    return ", ".join(f"{c} {t:.4f}" for c, t in sorted((thresholds or {}).items()))
+
+
 def format_report(doc: dict[str, Any]) -> str:
     cal = doc["calibration"]
     s = doc["settings"]
@@ -108,12 +139,16 @@ def format_report(doc: dict[str, Any]) -> str:
         f"on_threshold {s['on_threshold']:.4f}, off_threshold {s['off_threshold']}, refractory_s {s['refractory_s']}: "
         f"{cal['fa_per_hour']:.3g} FA/h on the development negatives (target {cal['target_fa_per_hour']:g}"
         f"{'' if cal['reached'] else ', NOT reached'}), development miss rate "
-        f"{'n/a' if cal['miss_rate'] is None else format(cal['miss_rate'], '.3f')}.", "",
-        "| smooth | consecutive | on threshold | FA/h | reached | dev miss rate |", "|---|---|---|---|---|---|",
+        f"{'n/a' if cal['miss_rate'] is None else format(cal['miss_rate'], '.3f')}."
+        + (f" Per-command on thresholds: {per_command(s.get('class_on_thresholds'))}." if s.get("class_on_thresholds")
+           else ""), "",
+        "| smooth | consecutive | on threshold | per command | FA/h | reached | dev miss rate |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in cal["candidates"]:
         miss = "n/a" if c["miss_rate"] is None else f"{c['miss_rate']:.3f}"
         lines.append(f"| {c['smooth_windows']} | {c['min_consecutive_windows']} | {c['on_threshold']:.4f} | "
+                     f"{per_command(c.get('class_on_thresholds')) or '-'} | "
                      f"{c['fa_per_hour']:.3g} | {'yes' if c['reached'] else 'no'} | {miss} |")
     lines += ["", f"FA/h resolution: {3600.0 / cal['negative_s']:.3g} (one false accept in the development negatives).",
               "These figures are on the development set, not the evaluation set: `make eval` reports those."]
@@ -173,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("development set: %.1f min keyword-free, %d keyword clips", negative_s / 60, len(pos_probs))
 
     best, candidates = choose(neg_probs, negative_s, pos_probs, pos_labels, classes, base,
-                              args.smooth_windows, args.min_consecutive_windows, args.target_fa_per_hour)
+                              args.smooth_windows, args.min_consecutive_windows, args.target_fa_per_hour,
+                              args.class_threshold_floor if args.class_thresholds else None)
     dev_voices = sorted({str(m["voice"]) for m in holdout_meta(args.dev).values() if m.get("voice")})
     doc: dict[str, Any] = {
         "settings": best.settings.as_dict(),

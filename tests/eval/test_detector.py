@@ -11,6 +11,7 @@ from pipeline.core.detector import (
     Detector,
     DetectorSettings,
     calibrate,
+    class_thresholds,
     count_false_accepts,
     fa_per_hour,
     moving_average,
@@ -160,6 +161,35 @@ def test_calibration_meets_the_target_and_is_the_lowest_such_threshold() -> None
             assert fa_per_hour(count_false_accepts(smoothed, worse, CLASSES), negative_s) > target
     # bursts reach 0.98 so 0 FA/h needs a threshold above it
     assert calibrate(negs, negative_s, CLASSES, cfg, 0.0, thresholds=grid).settings.on_threshold == 0.99
+
+
+def test_class_thresholds_replace_the_global_one_per_class() -> None:
+    per_class = settings(on_threshold=0.95, class_on_thresholds={"SALIR": 0.7})
+    stream = seq((0.9, 0.0), (0.1, 0.0), (0.0, 0.75), (0.0, 0.1))
+    assert fired(Detector(per_class, CLASSES).run(stream)) == [(2, "SALIR")]  # ACOPLAR 0.9 < 0.95; SALIR 0.75 >= 0.7
+    assert fired(Detector(settings(on_threshold=0.95), CLASSES).run(stream)) == []
+    # round trip through the JSON the board runtime reads
+    assert DetectorSettings.from_mapping(per_class.as_dict()) == per_class
+    with pytest.raises(ValueError, match="not keyword classes"):
+        Detector(settings(class_on_thresholds={"FONDO": 0.9}), CLASSES)
+    with pytest.raises(ValueError, match=r"class_on_thresholds\['SALIR'\]"):
+        settings(class_on_thresholds={"SALIR": 0.2})  # below the off threshold 0.4
+
+
+def test_class_thresholds_sit_just_above_what_the_talk_reaches() -> None:
+    # talk where SALIR near-misses reach 0.97 for two windows in a row and ACOPLAR only 0.6 for one
+    talk = [seq((0.1, 0.0), (0.0, 0.97), (0.0, 0.98), (0.0, 0.2), (0.6, 0.0), (0.1, 0.0))]
+    base = settings(on_threshold=0.99, min_consecutive_windows=2)
+    got = class_thresholds(talk, base, CLASSES, floor=0.5)
+    assert got["SALIR"] == pytest.approx(0.975)   # the grid's first value above 0.97 (the 2-window run's minimum)
+    assert got["ACOPLAR"] == pytest.approx(0.5)   # never two windows in a row: the floor
+    assert class_thresholds(talk, base, CLASSES, floor=0.8)["ACOPLAR"] == pytest.approx(0.8)
+    assert class_thresholds(talk, dataclasses.replace(base, on_threshold=0.9), CLASSES, 0.5)["SALIR"] == 0.9  # capped
+    tuned = dataclasses.replace(base, class_on_thresholds=got)
+    assert count_false_accepts(talk, tuned, CLASSES) == 0
+    # one grid step lower, SALIR fires on the talk
+    assert count_false_accepts(talk, dataclasses.replace(base, class_on_thresholds={**got, "SALIR": 0.97}),
+                               CLASSES) == 1
 
 
 def test_calibration_reports_an_unreachable_target() -> None:

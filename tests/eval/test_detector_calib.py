@@ -51,6 +51,23 @@ def test_choose_prefers_the_structure_that_rejects_short_bursts() -> None:
         assert c.reached == (c.fa_per_hour <= 0.0)
 
 
+def test_choose_gives_each_command_its_own_threshold_when_asked() -> None:
+    # near misses of KW reach 0.995 in the talk, OTRO's only 0.6; the commands: KW at 0.999, OTRO at 0.93
+    negs = burst_sequences(3, 2000, burst=3, height=0.995, seed=2)
+    negs[0][100:103] = [0.0, 0.4, 0.6]
+    negative_s = 3 * 2000 * 0.1
+    quiet = np.tile([0.01, 0.98, 0.01], (3, 1))
+    pos = [np.concatenate([quiet, np.tile(row, (6, 1)), quiet]) for row in ([0.999, 0.001, 0.0], [0.0, 0.07, 0.93])]
+    base = DetectorSettings(off_threshold=0.5, refractory_s=1.0)
+    one, _ = DC.choose(negs, negative_s, pos, [0, 2], CLASSES, base, [1], [1], 0.0)
+    assert one.settings.class_on_thresholds == {} and one.settings.on_threshold > 0.995 and one.miss_rate == 0.5
+    own, _ = DC.choose(negs, negative_s, pos, [0, 2], CLASSES, base, [1], [1], 0.0, class_floor=0.9)
+    assert own.settings.class_on_thresholds == {"KW": one.settings.on_threshold, "OTRO": 0.9}
+    assert own.false_accepts == 0 and own.miss_rate == 0.0
+    det = Detector(own.settings, CLASSES)
+    assert sum(len(det.run_smoothed(n)) for n in negs) == 0
+
+
 def test_choose_breaks_ties_by_latency_and_reports_an_unreachable_target() -> None:
     quiet = [np.tile([0.01, 0.98, 0.01], (500, 1))]
     pos = [np.tile([0.99, 0.01, 0.0], (8, 1))]
