@@ -25,8 +25,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -208,27 +210,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     espeak = espeak_binary()
 
     files: list[dict[str, Any]] = []
-    with atomic_dir(args.out) as tmp:
+    # every file has its own generator, so files are synthesised in threads (espeak-ng runs as a process)
+    # and written in order: the same folder whatever the thread count
+    threads = max(1, os.cpu_count() or 1)
+    with atomic_dir(args.out) as tmp, concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for ci, word in enumerate(vocab.commands):
             (tmp / word).mkdir()
-            k = 0
-            for voice in voices:
-                for _ in range(args.renditions):
-                    audio, meta = keyword_item(vocab.words[word], ci, k, voice, seed, args.noisy_fraction,
-                                               args.snr_db_list, espeak)
-                    rel = f"{word}/{word.lower()}_{k:04d}.wav"
-                    files.append(_write(tmp, rel, word, audio, meta))
-                    k += 1
-            log.info("%s: %d files", word, k)
+            items = [pool.submit(keyword_item, vocab.words[word], ci, k, voice, seed, args.noisy_fraction,
+                                 args.snr_db_list, espeak)
+                     for k, voice in enumerate(v for v in voices for _ in range(args.renditions))]
+            for k, item in enumerate(items):
+                audio, meta = item.result()
+                files.append(_write(tmp, f"{word}/{word.lower()}_{k:04d}.wav", word, audio, meta))
+            log.info("%s: %d files", word, len(items))
         (tmp / BACKGROUND_CLASS).mkdir()
         fondo_s, k = 0.0, 0
-        while fondo_s < args.fondo_minutes * 60.0:
-            audio, meta = fondo_item(k, voices[k % len(voices)], seed, args.fondo_file_s,
-                                     args.noisy_fraction, args.snr_db_list, espeak, args.split, vocab)
-            rel = f"{BACKGROUND_CLASS}/fondo_{k:04d}.wav"
-            files.append(_write(tmp, rel, BACKGROUND_CLASS, audio, meta))
-            fondo_s += len(audio) / SAMPLE_RATE
-            k += 1
+        while fondo_s < args.fondo_minutes * 60.0:  # a batch at a time; files past the total are dropped unwritten
+            batch = [pool.submit(fondo_item, j, voices[j % len(voices)], seed, args.fondo_file_s, args.noisy_fraction,
+                                 args.snr_db_list, espeak, args.split, vocab) for j in range(k, k + 2 * threads)]
+            for item in batch:
+                if fondo_s >= args.fondo_minutes * 60.0:
+                    item.cancel()
+                    continue
+                audio, meta = item.result()
+                files.append(_write(tmp, f"{BACKGROUND_CLASS}/fondo_{k:04d}.wav", BACKGROUND_CLASS, audio, meta))
+                fondo_s += len(audio) / SAMPLE_RATE
+                k += 1
         log.info("%s: %d files, %.1f min", BACKGROUND_CLASS, k, fondo_s / 60)
         counts = {c: sum(f["class"] == c for f in files) for c in vocab.classes}
         doc = manifest(STAGE, params={

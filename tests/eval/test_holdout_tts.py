@@ -96,7 +96,7 @@ def build(out: Path, vocab_file: Path) -> dict:
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 
 
-def test_holdout_tts_builds_a_small_deterministic_set(tmp_path: Path) -> None:
+def test_holdout_tts_builds_a_small_deterministic_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_tool("espeak-ng", "apt-get install espeak-ng")
     vocab_file = write_vocabulary(tmp_path / "vocabulary.json", DEMO)
     doc = build(tmp_path / "a", vocab_file)
@@ -127,6 +127,9 @@ def test_holdout_tts_builds_a_small_deterministic_set(tmp_path: Path) -> None:
     assert None in snrs and snrs - {None} <= {20.0, 10.0, 5.0} and snrs - {None}
     again = build(tmp_path / "b", vocab_file)
     assert [(f["path"], f["sha256"]) for f in again["files"]] == [(f["path"], f["sha256"]) for f in files]
+    monkeypatch.setattr(holdout_tts.os, "cpu_count", lambda: 1)  # files are made in threads: one thread, same set
+    alone = build(tmp_path / "c", vocab_file)
+    assert [(f["path"], f["sha256"]) for f in alone["files"]] == [(f["path"], f["sha256"]) for f in files]
 
 
 def test_another_language_and_other_commands(tmp_path: Path) -> None:
