@@ -7,7 +7,9 @@ Three measurements on one set of tensors (a built features folder, or random ten
                      validation in ``torch.no_grad``. Reimplemented from its description (docs/predecessor.md);
                      the original source is not in this repository.
   ours, CRNN         ``pipeline.stages.train.train_model`` (``make all MODEL=crnn``): the same CRNN and batch size,
-                     channels-last, numpy batch gathers, no DataLoader.
+                     channels-last, numpy batch gathers, no DataLoader; in fp32, and with the precision
+                     ``make all`` picks on this machine (``precision = "auto"``: bfloat16 autocast where the CPU
+                     computes bf16 natively).
   ours, head         the default family: the head trained on cached speech embeddings (``make embeddings``), at
                      its default batch size; the cost of computing the embeddings once is measured as well.
 
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.model.crnn import CRNN, ModelConfig  # noqa: E402
 from pipeline.model.embedding import EmbeddingConfig, Head, SpeechEmbedding, n_windows  # noqa: E402
-from pipeline.stages.train import SpecAugment, TrainSettings, train_model  # noqa: E402
+from pipeline.stages.train import SpecAugment, TrainSettings, train_model, training_precision  # noqa: E402
 
 N_CLASSES = 8
 
@@ -68,9 +70,10 @@ def predecessor_loop(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np
     return time.perf_counter() - t0
 
 
-def ours(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, epochs: int, batch_size: int) -> float:
+def ours(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, epochs: int, batch_size: int,
+         precision: str = "fp32") -> float:
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=1e-3, early_stop=False, patience=epochs,
-                             min_delta=0.0, seed=1, spec=SpecAugment(0.0, 0, 0, 0, 0))
+                             min_delta=0.0, seed=1, spec=SpecAugment(0.0, 0, 0, 0, 0), precision=precision)
     t0 = time.perf_counter()
     train_model(model, x, y, xv, yv, settings)
     return time.perf_counter() - t0
@@ -112,8 +115,11 @@ def main() -> int:
         torch.manual_seed(0)
         return CRNN(ModelConfig(n_classes=N_CLASSES))
 
+    default_precision = training_precision("auto", "cpu")  # what make all MODEL=crnn uses on this machine
     t_pred = predecessor_loop(crnn(), x, y, xv, yv, args.epochs, args.batch_size)
-    t_ours = ours(crnn(), x, y, xv, yv, args.epochs, args.batch_size)
+    t_fp32 = ours(crnn(), x, y, xv, yv, args.epochs, args.batch_size, "fp32")
+    t_ours = ours(crnn(), x, y, xv, yv, args.epochs, args.batch_size, default_precision) \
+        if default_precision != "fp32" else t_fp32
 
     # The head: embeddings of 2 s clips (198 frames x 32 mels), computed once, then epochs on them.
     frames = 198
@@ -125,14 +131,17 @@ def main() -> int:
     t_emb = time.perf_counter() - t0
     head = Head(EmbeddingConfig(n_classes=N_CLASSES, n_frames=frames))
     head.config = EmbeddingConfig(n_classes=N_CLASSES, n_frames=frames)
-    t_head = ours(head, emb[:args.clips], y, emb[args.clips:], yv, args.epochs, args.head_batch_size)
+    t_head = ours(head, emb[:args.clips], y, emb[args.clips:], yv, args.epochs, args.head_batch_size)  # fp32: its default
 
     source = args.features or "random tensors"
     print(f"training throughput, {len(y)} training + {len(yv)} validation clips ({source}), {args.epochs} epochs, "
           f"{args.threads} threads ({datetime.date.today()}):")
     print(f"  predecessor loop, CRNN, batch {args.batch_size}      {samples / t_pred:9.0f} samples/s  ({t_pred:.1f} s)")
-    print(f"  ours (train_model), CRNN, batch {args.batch_size}    {samples / t_ours:9.0f} samples/s  ({t_ours:.1f} s)"
-          f"  -> {t_pred / t_ours:.2f}x the predecessor loop (target 1.5x)")
+    print(f"  ours (train_model), CRNN, batch {args.batch_size}, fp32   {samples / t_fp32:9.0f} samples/s  "
+          f"({t_fp32:.1f} s)  -> {t_pred / t_fp32:.2f}x the predecessor loop")
+    print(f"  ours, CRNN, batch {args.batch_size}, precision auto = {default_precision} {samples / t_ours:9.0f} "
+          f"samples/s  ({t_ours:.1f} s)  -> {t_pred / t_ours:.2f}x the predecessor loop (target 1.5x; make all "
+          f"trains this way here)")
     print(f"  ours, head on cached embeddings, batch {args.head_batch_size} {samples / t_head:9.0f} samples/s  "
           f"({t_head:.2f} s)  -> {t_ours / t_head:.0f}x the CRNN per epoch")
     print(f"  computing the embeddings once ({n_windows(frames)} windows of 96 per 2 s clip): {len(feats) / t_emb:.0f} "

@@ -62,6 +62,7 @@ class TrainSettings:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16": the training forward pass under bfloat16 autocast
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,10 @@ def train_model(
             xb = torch.from_numpy(xs).to(settings.device).contiguous(memory_format=layout)
             yb = torch.from_numpy(y_train[sel]).to(settings.device)
             opt.zero_grad(set_to_none=True)
-            out = model(xb)
-            loss = F.cross_entropy(out, yb, label_smoothing=settings.label_smoothing)
+            with torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16,
+                                enabled=settings.precision == "bf16"):
+                out = model(xb)
+            loss = F.cross_entropy(out.float(), yb, label_smoothing=settings.label_smoothing)
             loss.backward()
             opt.step()
             loss_sum += loss.item() * len(sel)
@@ -372,6 +375,27 @@ def training_device(choice: str) -> str:
     return device
 
 
+def native_bf16(device: str) -> bool:
+    """Whether the hardware computes bfloat16 itself: a CUDA GPU that supports it, or a CPU with the AVX-512 BF16
+    or AMX instructions (elsewhere autocast emulates bf16 and runs slower than fp32)."""
+    import torch
+
+    if device == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def training_precision(choice: str, device: str) -> str:
+    """``auto``: bf16 where the hardware has it natively, else fp32; ``bf16`` is honoured anywhere."""
+    precision = choice if choice != "auto" else ("bf16" if native_bf16(device) else "fp32")
+    log.info("training forward pass in %s%s", precision, " (autocast; float32 weights)" if precision == "bf16" else "")
+    return precision
+
+
 def _validate(args: argparse.Namespace) -> None:
     if args.threads < 1:
         die(f"--threads {args.threads}: must be >= 1")
@@ -428,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              spec=SpecAugment(args.spec_augment_p, args.spec_time_masks, args.spec_time_width,
                                               args.spec_freq_masks, args.spec_freq_width),
                              label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
-                             device=training_device(args.device))
+                             device=(device := training_device(args.device)),
+                             precision=training_precision(args.precision, device))
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
     result = train_model(trained, x_tr, y_tr, x_va, y_va, settings, progress=progress)
@@ -459,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "train_seconds": train_seconds,
+        "device": settings.device,
+        "precision": settings.precision,
         "counts": {"train": len(y_tr), "val": len(y_va), "test": len(y_te)},
         "params": hyper,
         "model_config": config.as_dict(),

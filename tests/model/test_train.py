@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pipeline.core.cli import run_main
+from pipeline.stages import train as train_mod
 from pipeline.stages.train import OPTIMISTIC_NOTE, batch_order, classification_metrics, confusion_matrix, main
 from tests.conftest import crnn_contract
 
@@ -131,6 +132,21 @@ def test_device_cpu_and_auto_give_the_same_checkpoint_and_cuda_without_a_gpu_say
     err = capsys.readouterr().err
     assert "device cuda: torch sees no CUDA GPU here" in err and "--gpus all" in err
     assert not (tmp_path / "cuda" / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_of_the_forward_pass(trained: tuple[Path, Path], tmp_path: Path, precision: str) -> None:
+    # bf16 autocast trains too; the weights stay float32, and metrics.json says which arithmetic made them
+    features, first = trained
+    assert train(features, tmp_path / precision, "--precision", precision) == 0
+    m = json.loads((tmp_path / precision / "metrics.json").read_text())
+    assert m["precision"] == precision and m["device"] == "cpu" and m["test_accuracy"] >= 0.9
+    state = torch.load(tmp_path / precision / "ckpt.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+    default = json.loads((first / "metrics.json").read_text())["precision"]  # auto: bf16 only where the CPU has it
+    assert default == ("bf16" if train_mod.native_bf16("cpu") else "fp32")
+    same = torch.load(first / "ckpt.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(same[k], state[k]) for k in state) == (precision == default)
 
 
 def test_lstm_option(trained: tuple[Path, Path], tmp_path: Path) -> None:
