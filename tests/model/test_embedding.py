@@ -113,7 +113,8 @@ def test_cached_embeddings_match_the_model_and_their_features(built: dict[str, P
     assert es.manifest["embedding_sha256"] == E.EMBEDDING_SHA256
     with torch.no_grad():
         direct = E.SpeechEmbedding(fs.contract.norm_mean_db, fs.contract.norm_std_db)(torch.from_numpy(np.array(fs.x[:5])))
-    np.testing.assert_allclose(es.x[:5], direct.numpy(), rtol=0, atol=1e-5)
+    # made by ONNX Runtime, whose convolutions sum in another order than PyTorch's: the export's parity tolerance
+    np.testing.assert_allclose(es.x[:5], direct.numpy(), rtol=0, atol=1e-4)
 
 
 def test_embeddings_of_other_features_are_refused(built: dict[str, Path], tmp_path: Path) -> None:
