@@ -13,9 +13,13 @@ fi
 py=$(command -v python3) || { echo "error: python3 not found on the board: apt-get install python3 python3-numpy" >&2; exit 3; }
 trap 'if [ -n "$wav" ]; then rm -f "$wav"; fi' EXIT
 if [ -n "$wav" ]; then set -- --wav "$wav" "$@"; fi
+# the trap is set before the runtime starts: a signal in between would end this shell and orphan the runtime
+# (a background job of a non-interactive shell ignores SIGINT), leaving the connection open
+child=
+trap 'stopped=1; if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi' INT TERM HUP
 "$py" "$rt/listen.py" --bundle "$root/current" "$@" &
 child=$!
-trap 'stopped=1; kill -TERM "$child" 2>/dev/null' INT TERM HUP
+if [ "${stopped:-0}" = 1 ]; then kill -TERM "$child" 2>/dev/null; fi
 rc=0
 wait "$child" || rc=$?
 while kill -0 "$child" 2>/dev/null; do  # a trapped signal ended the wait, not the runtime

@@ -103,8 +103,14 @@ def invoke_args(board, remote_root: Path) -> list[str]:
 def test_ctrl_c_or_a_dropped_link_stops_the_runtime_on_the_board_too(conn, listen_build, remote_root, loopback_board,
                                                                      how):
     deploy(conn, listen_build, str(remote_root))
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "listen", *invoke_args(loopback_board, remote_root)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # an ignored SIGINT is inherited through exec (a test run started as a background job has one): the invoke
+    # process must start with SIGINT at its default, as it does from a terminal, for Ctrl-C to mean anything
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "listen", *invoke_args(loopback_board, remote_root)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        signal.signal(signal.SIGINT, saved)
     try:
         deadline = time.monotonic() + 60
         while not runtime_processes(f"{remote_root}/current/runtime/listen.py") and time.monotonic() < deadline:
