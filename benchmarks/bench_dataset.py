@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.audio import augment as A
 from pipeline.audio.locate import locate_word
+from pipeline.core.workers import THREAD_VARS
 from pipeline.stages import dataset
 
 SR = 16000
@@ -315,7 +316,7 @@ def profile(seeds: Path, extra: Path | None, per_class: int, fondo_clips: int) -
 
 
 def main() -> int:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for var in (*THREAD_VARS, "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # one thread per worker process on all sides (inherited by spawn)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=Path, default=ROOT / "data" / "demo-seeds")

@@ -81,7 +81,6 @@ def embed(features: np.ndarray, contract: Any, threads: int = 2, batch_clips: in
 
     from pipeline.model.embedding import SpeechEmbedding, n_windows
 
-    torch.set_num_threads(threads)
     net = SpeechEmbedding(contract.norm_mean_db, contract.norm_std_db).eval()
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
