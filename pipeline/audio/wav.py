@@ -10,10 +10,12 @@ atomically; ``wav_bytes`` is the same file as bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -47,14 +49,24 @@ class Conversion:
                 "subtype_in": self.subtype_in, "steps": list(self.steps)}
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(orig_hz: int, new_hz: int) -> Any:
+    # The transform computes torchaudio.functional.resample's sinc kernel once (same output, tested); the
+    # functional form rebuilds it on every call, which was a third of the cost of each espeak-ng take.
+    import torch
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig_hz, new_hz, dtype=torch.float32)
+
+
 def resample(audio: np.ndarray, orig_hz: int, new_hz: int) -> np.ndarray:
     """Band-limited (windowed-sinc) resampling with torchaudio; exact for any integer rates."""
     if orig_hz == new_hz:
         return audio.astype(np.float32, copy=False)
     import torch
-    import torchaudio.functional as F
 
-    y = F.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), int(orig_hz), int(new_hz))
+    with torch.inference_mode():
+        y = _resampler(int(orig_hz), int(new_hz))(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
     return y.numpy().astype(np.float32, copy=False)
 
 

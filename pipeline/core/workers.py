@@ -8,10 +8,13 @@
 - ``one_thread_children``: worker processes started inside it get one BLAS / OpenMP thread each, so N
   workers on N cores run N threads, not N x N (two dataset workers on two cores ran 1.8x slower with the
   default OpenBLAS threads).
+- ``thread_pool``: a thread pool whose queued jobs are dropped when the block fails, so an error in the first
+  of thousands of queued espeak-ng jobs is reported at once, not after the rest have run.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
@@ -52,3 +55,15 @@ def one_thread_children() -> Iterator[None]:
                 os.environ.pop(v, None)
             else:
                 os.environ[v] = old
+
+
+@contextlib.contextmanager
+def thread_pool(threads: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """A ``ThreadPoolExecutor`` that waits for its jobs on success and cancels the queued ones on an error."""
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from pipeline.audio.wav import wav_bytes
 from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, stage_parser
 from pipeline.core.io import atomic_dir, atomic_write_json, sha256_bytes
 from pipeline.core.vocabulary import BACKGROUND_CLASS, Vocabulary, VocabularyError, read_vocabulary
+from pipeline.core.workers import thread_pool
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # every file has its own generator, so files are synthesised in threads (espeak-ng runs as a process)
     # and written in order: the same folder whatever the thread count
     threads = max(1, os.cpu_count() or 1)
-    with atomic_dir(args.out) as tmp, concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    with atomic_dir(args.out) as tmp, thread_pool(threads) as pool:
         for ci, word in enumerate(vocab.commands):
             (tmp / word).mkdir()
             items = [pool.submit(keyword_item, vocab.words[word], ci, k, voice, seed, args.noisy_fraction,

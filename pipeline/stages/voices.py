@@ -27,8 +27,10 @@ espeak-ng version.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from pipeline.core.cli import die, parse_stage_args, run_main, setup_logging, st
 from pipeline.core.io import atomic_dir, atomic_write_json, sha256_bytes
 from pipeline.core.provenance import manifest
 from pipeline.core.vocabulary import Vocabulary, VocabularyError, read_vocabulary
+from pipeline.core.workers import thread_pool
 
 log = logging.getLogger(__name__)
 
@@ -112,43 +115,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("FONDO of %s holds about %.1f min of talk; adding %.1f min by %d synthetic speakers (talk_minutes %g)",
              args.seeds, user_talk_s / 60, talk_s / 60, len(voices), args.talk_minutes)
     files: list[dict[str, Any]] = []
-    with atomic_dir(args.out) as tmp:
+
+    def write(tmp: Path, rel: str, cls: str, audio: np.ndarray, meta: dict[str, Any]) -> None:
+        data = wav_bytes(audio, SAMPLE_RATE)
+        (tmp / rel).write_bytes(data)
+        files.append({"path": rel, "class": cls, "sha256": sha256_bytes(data), **meta})
+
+    # Every take and talk file has its own generator, so they are synthesised in threads (espeak-ng runs as a
+    # process, resampling releases the GIL) and written in order: the same folder whatever the thread count.
+    threads = max(1, os.cpu_count() or 1)
+    with atomic_dir(args.out) as tmp, thread_pool(threads) as pool:
         if args.tts_positives:
             for ci, cls in enumerate(vocab.commands):
                 (tmp / cls).mkdir()
-                for k in range(len(voices) * args.takes_per_voice):
-                    rng = np.random.default_rng([args.seed, ci, k])
-                    audio, meta = take(vocab.words[cls], voices[k % len(voices)], rng, espeak)
-                    rel = f"{cls}/tts_{k:05d}.wav"
-                    data = wav_bytes(audio, SAMPLE_RATE)
-                    (tmp / rel).write_bytes(data)
-                    files.append({"path": rel, "class": cls, "sha256": sha256_bytes(data), **meta})
-                log.info("%s: %d takes by %d speakers", cls, len(voices) * args.takes_per_voice, len(voices))
+                n = len(voices) * args.takes_per_voice
+                jobs = [pool.submit(take, vocab.words[cls], voices[k % len(voices)],
+                                    np.random.default_rng([args.seed, ci, k]), espeak) for k in range(n)]
+                for k, job in enumerate(jobs):
+                    write(tmp, f"{cls}/tts_{k:05d}.wav", cls, *job.result())
+                log.info("%s: %d takes by %d speakers", cls, n, len(voices))
         (tmp / vocab.background).mkdir()
         misses = near_misses(vocab, "train")
         bg_index = len(vocab.commands)
-        for k in range(len(misses) * len(voices) * args.near_misses_per_voice):
-            rng = np.random.default_rng([args.seed, bg_index, k])
-            audio, meta = take(misses[k % len(misses)], voices[(k // len(misses)) % len(voices)], rng, espeak)
-            rel = f"{vocab.background}/{NEAR_MISS_PREFIX}{k:05d}.wav"
-            data = wav_bytes(audio, SAMPLE_RATE)
-            (tmp / rel).write_bytes(data)
-            files.append({"path": rel, "class": vocab.background, "sha256": sha256_bytes(data), "near_miss": True,
-                          **meta})
+        jobs = [pool.submit(take, misses[k % len(misses)], voices[(k // len(misses)) % len(voices)],
+                            np.random.default_rng([args.seed, bg_index, k]), espeak)
+                for k in range(len(misses) * len(voices) * args.near_misses_per_voice)]
+        for k, job in enumerate(jobs):
+            audio, meta = job.result()
+            write(tmp, f"{vocab.background}/{NEAR_MISS_PREFIX}{k:05d}.wav", vocab.background, audio,
+                  {"near_miss": True, **meta})
         if misses and args.near_misses_per_voice:
             log.info("near misses: %d words x %d speakers x %d", len(misses), len(voices), args.near_misses_per_voice)
+        # Talk file k holds min(talk_file_s, what is still missing) seconds: every file but the last is whole,
+        # so the next few are made ahead as whole files and the last one again at its own length.
         done_s, k = 0.0, 0
+        ahead: dict[int, concurrent.futures.Future[tuple[np.ndarray, list[str], list[str]]]] = {}
         while done_s < talk_s - 0.5:
-            audio, texts, used = talk(k, min(args.talk_file_s, talk_s - done_s), voices, "train", vocab, espeak,
-                                      args.seed)
-            rel = f"{vocab.background}/{TALK_PREFIX}{k:03d}.wav"
-            data = wav_bytes(audio, SAMPLE_RATE)
-            (tmp / rel).write_bytes(data)
-            files.append({"path": rel, "class": vocab.background, "sha256": sha256_bytes(data),
-                          "duration_s": round(audio.size / SAMPLE_RATE, 3), "voices": sorted(set(used)),
-                          "texts": texts})
+            for j in range(k, k + 2 * threads):
+                if j not in ahead:
+                    ahead[j] = pool.submit(talk, j, args.talk_file_s, voices, "train", vocab, espeak, args.seed)
+            seconds = min(args.talk_file_s, talk_s - done_s)
+            job = ahead.pop(k)
+            if seconds < args.talk_file_s:
+                job.cancel()
+                audio, texts, used = talk(k, seconds, voices, "train", vocab, espeak, args.seed)
+            else:
+                audio, texts, used = job.result()
+            write(tmp, f"{vocab.background}/{TALK_PREFIX}{k:03d}.wav", vocab.background, audio,
+                  {"duration_s": round(audio.size / SAMPLE_RATE, 3), "voices": sorted(set(used)), "texts": texts})
             done_s += audio.size / SAMPLE_RATE
             k += 1
+        for job in ahead.values():
+            job.cancel()
         counts = {c: sum(f["class"] == c for f in files) for c in vocab.classes}
         atomic_write_json(tmp / "manifest.json", manifest(STAGE, inputs=[], params=args.params_used, extra={
             "vocabulary": vocab.as_dict(), "generator": tts.espeak_version(espeak), "voices": voices,

@@ -71,6 +71,18 @@ def test_48k_resampling_keeps_a_tone(tmp_path: Path) -> None:
     assert y.size == SR and abs(dominant_hz(y) - 1000) < 2
 
 
+def test_the_cached_resampler_gives_torchaudios_functional_output() -> None:
+    import torch
+    import torchaudio.functional as F
+
+    from pipeline.audio.wav import resample
+
+    x = np.random.default_rng(3).standard_normal(22050).astype(np.float32)
+    for rates in ((22050, 16000), (48000, 16000), (16000, 8000), (8000, 16000)):
+        want = F.resample(torch.from_numpy(x), *rates).numpy()
+        np.testing.assert_array_equal(resample(x, *rates), want)
+
+
 def test_corrupt_wav_names_the_file_and_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "broken.wav"
     path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")
