@@ -216,7 +216,12 @@ def count_false_accepts(smoothed_sequences: Iterable[np.ndarray], settings: Dete
                         classes: Sequence[str]) -> int:
     """Events the detector fires on keyword-free audio (every event there is a false accept)."""
     det = Detector(settings, classes)
-    return sum(len(det.run_smoothed(s)) for s in smoothed_sequences)
+    # A window starts a run only at or above its class's on threshold: a sequence that never gets there
+    # cannot fire, and most keyword-free files never reach the high thresholds a calibration sweeps.
+    keyword = np.asarray(det.keyword_indices)
+    lowest = min(det._on[k] for k in det.keyword_indices)
+    return sum(len(det.run_smoothed(s)) for s in smoothed_sequences
+               if len(s) and float(np.max(np.asarray(s)[:, keyword])) >= lowest)
 
 
 def with_on_threshold(settings: DetectorSettings, on_threshold: float) -> DetectorSettings:

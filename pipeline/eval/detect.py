@@ -25,6 +25,8 @@ this very model; otherwise the built-in defaults (:class:`DetectorSettings`), wi
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
 import json
 import logging
 import math
@@ -40,7 +42,7 @@ from pipeline.core.io import atomic_write_json
 
 if TYPE_CHECKING:
     from pipeline.core.contract import FeatureContract
-    from pipeline.model.infer import OnnxModel
+    from pipeline.model.infer import EmbeddingSplit, OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,64 @@ def iter_window_batches(audio: np.ndarray, window_samples: int, hop_samples: int
 
 
 def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_windows: int = 256) -> np.ndarray:
-    """Class probabilities for every window of ``audio`` (float32 mono at the model's sample rate)."""
+    """Class probabilities for every window of ``audio`` (float32 mono at the model's sample rate).
+
+    Each window is what the board scores: its own features, the whole model. Where the model is the
+    embedding family and the hop is whole feature frames, the windows of a batch share their features and
+    embeddings (:func:`shared_logits`): the same logits for every window, computed about 3x faster.
+    """
     from pipeline.audio.features import logmel
+    from pipeline.model.infer import softmax
 
     contract: FeatureContract = model.contract
     hop = hop_samples_for(hop_s, contract.sample_rate)
-    out = [model.probs(logmel(batch, contract))
-           for batch in iter_window_batches(audio, contract.clip_samples, hop, batch_windows)]
+    split = model.embedding_split() if hop % contract.hop_length == 0 else None
+    if split is None:
+        out = [model.probs(logmel(batch, contract))
+               for batch in iter_window_batches(audio, contract.clip_samples, hop, batch_windows)]
+    else:
+        starts = window_starts(len(audio), contract.clip_samples, hop)
+        x = np.zeros(int(starts[-1]) + contract.clip_samples, dtype=np.float32)
+        x[: min(len(audio), len(x))] = audio[: len(x)]
+        out = [softmax(shared_logits(model, split, x[starts[b]: starts[min(b + batch_windows, len(starts)) - 1]
+                                                       + contract.clip_samples], hop))
+               for b in range(0, len(starts), batch_windows)]
     return np.concatenate(out, axis=0).astype(np.float64)
+
+
+def shared_logits(model: OnnxModel, split: EmbeddingSplit, span: np.ndarray, hop: int) -> np.ndarray:
+    """Logits of the windows starting every ``hop`` samples in ``span`` (float32 samples, whole windows only).
+
+    The features of the whole span are computed once: a frame depends only on its own samples, so the frames
+    of a window that starts on a frame boundary are a slice of them, except where the contract's ``top_db``
+    floor lifts some (it is per window): such windows (near digital silence) are scored one by one. The
+    embeddings at every frame a window needs are computed once, one pass of the front end per residue of the
+    window starts modulo its stride, and gathered per window for the head.
+    """
+    from pipeline.audio.features import logmel
+
+    c = model.contract
+    x = np.asarray(span, dtype=np.float32)
+    n = 1 + (len(x) - c.clip_samples) // hop
+    hop_frames = hop // c.hop_length
+    raw_contract = dataclasses.replace(c, clip_samples=len(x), n_frames=1 + (len(x) - c.win_length) // c.hop_length,
+                                       norm_mean_db=0.0, norm_std_db=1.0, top_db=0.0)
+    db = logmel(x, raw_contract)[0, 0]
+    feats = (db - np.float32(c.norm_mean_db)) / np.float32(c.norm_std_db)
+    first = np.arange(n) * hop_frames
+    residues = sorted({int(f) % split.stride_frames for f in first})
+    with concurrent.futures.ThreadPoolExecutor(min(model.row_threads, len(residues))) as pool:
+        by_residue = dict(zip(residues, pool.map(lambda r: split.embed(feats[r:]), residues)))
+    step = split.stride_frames
+    logits = split.head_logits(np.stack([by_residue[f % step][f // step: f // step + split.n_embeddings]
+                                         for f in (int(f) for f in first)]))
+    if c.top_db > 0:
+        frames = np.lib.stride_tricks.sliding_window_view(np.arange(len(db)), c.n_frames)[first]
+        lifted = np.flatnonzero(db.min(axis=1)[frames].min(axis=1) < db.max(axis=1)[frames].max(axis=1) - c.top_db)
+        if lifted.size:
+            windows = np.stack([x[i * hop: i * hop + c.clip_samples] for i in lifted])
+            logits[lifted] = model.logits(logmel(windows, c))
+    return logits
 
 
 # Audio streamed around a keyword clip when measuring whether the detector finds it: a clip that starts

@@ -31,6 +31,9 @@ META_CONTRACT = "contract"
 META_PROVENANCE = "provenance"
 META_MODEL_CONFIG = "model_config"
 REQUIRED_META = (META_CLASSES, META_CONTRACT)
+# Logits of the graph in halves (EmbeddingSplit) vs the whole graph on one window: the same nodes in the same
+# order give the same floats; anything above this means the cut is not where the embedding ends.
+SPLIT_TOLERANCE = 1e-4
 
 
 class OnnxModelError(StageError):
@@ -154,6 +157,86 @@ class OnnxModel:
     def probs(self, x: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(n, n_classes)``."""
         return softmax(self.logits(x))
+
+    def embedding_split(self) -> EmbeddingSplit | None:
+        """The graph cut after its frozen embedding (:class:`EmbeddingSplit`), or None: not the embedding family,
+        a graph that does not cut there, or one whose halves do not give the whole graph's logits."""
+        if not hasattr(self, "_split"):
+            self._split = EmbeddingSplit.of(self)
+        return self._split
+
+
+class EmbeddingSplit:
+    """An embedding-family graph in two halves, for long streams: ``embed`` runs the frozen front end over any
+    number of feature frames (its time padding is "valid", so the embedding at frame p depends on frames
+    ``[p, p + window_frames)`` only, whatever the input length), ``head_logits`` runs the head on the
+    embeddings of one window each. Overlapping windows then share their embeddings instead of recomputing
+    them (a stream at a 100 ms hop computes each embedding 16 / 5 times otherwise). Both halves are the
+    exported file's own nodes and weights; :meth:`of` checks that they reproduce the whole graph.
+    """
+
+    def __init__(self, model: OnnxModel, embed: Any, head: Any, cut: str) -> None:
+        from pipeline.model.embedding import STRIDE_FRAMES, WINDOW_FRAMES, n_windows
+
+        self.window_frames, self.stride_frames = WINDOW_FRAMES, STRIDE_FRAMES
+        self.n_embeddings = n_windows(model.contract.n_frames)
+        self._embed, self._head, self._cut, self._input = embed, head, cut, model.input_name
+
+    @classmethod
+    def of(cls, model: OnnxModel) -> EmbeddingSplit | None:
+        if model.metadata.get("family") != "embedding":
+            return None
+        import onnx
+        import onnxruntime as ort
+        from onnx import utils
+
+        graph = onnx.load(str(model.path))
+        flat = [n for n in graph.graph.node if n.op_type == "Flatten"]
+        if len(flat) != 1:
+            log.info("%s: no single Flatten to cut at; windows are scored one by one", model.path)
+            return None
+        cut = flat[0].input[0]
+        extract = utils.Extractor(graph)
+        embed = extract.extract_model([model.input_name], [cut])
+        head = extract.extract_model([cut], [model.output_name])
+        dims = embed.graph.input[0].type.tensor_type.shape.dim
+        dims[2].ClearField("dim_value")
+        dims[2].dim_param = "frames"
+        for half in (embed, head):
+            for v in half.graph.output:
+                v.type.tensor_type.ClearField("shape")
+            del half.graph.value_info[:]
+        head_dims = head.graph.input[0].type.tensor_type.shape.dim
+        head_dims[0].ClearField("dim_value")
+        head_dims[0].dim_param = "windows"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            sessions = [ort.InferenceSession(half.SerializeToString(), sess_options=opts,
+                                             providers=["CPUExecutionProvider"]) for half in (embed, head)]
+            split = cls(model, *sessions, cut)
+            x = np.random.default_rng(0).standard_normal(model.contract.input_shape).astype(np.float32)
+            got = split.head_logits(split.embed(x[0, 0])[None])
+        except Exception as e:  # onnxruntime raises several unrelated types
+            log.warning("%s: the graph does not run in halves (%s: %s); windows are scored one by one",
+                        model.path, type(e).__name__, e)
+            return None
+        diff = float(np.max(np.abs(got - model.logits(x))))
+        if diff > SPLIT_TOLERANCE:
+            log.warning("%s: the halves differ from the whole graph by %.3g; windows are scored one by one",
+                        model.path, diff)
+            return None
+        return split
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """``(n_frames, n_mels)`` features -> ``(k, dim)``: the embeddings at frames 0, stride, 2·stride, …"""
+        x = np.ascontiguousarray(frames, dtype=np.float32)[None, None]
+        return self._embed.run(None, {self._input: x})[0][0]
+
+    def head_logits(self, embeddings: np.ndarray) -> np.ndarray:
+        """``(n, n_embeddings, dim)`` -> logits ``(n, n_classes)``."""
+        return self._head.run(None, {self._cut: np.ascontiguousarray(embeddings, dtype=np.float32)})[0]
 
 
 def _json_or_empty(text: str | None, key: str, path: Path) -> dict[str, Any]:

@@ -159,3 +159,47 @@ def test_train_refuses_a_family_without_its_inputs(built: dict[str, Path], tmp_p
     assert run_main(train_mod.main, ["--features", str(built["features"]), "--embeddings", str(built["embeddings"]),
                                      "--family", "crnn", "--out", str(tmp_path / "m")]) == 2
     assert "do not give --embeddings" in capsys.readouterr().err
+
+
+def _window_by_window(model: OnnxModel, audio: np.ndarray, hop: int) -> np.ndarray:
+    """What the board does: every window's own features through the whole graph."""
+    from pipeline.audio.features import logmel
+    from pipeline.eval.detect import iter_window_batches
+
+    return np.concatenate([model.probs(logmel(b, model.contract))
+                           for b in iter_window_batches(audio, model.contract.clip_samples, hop)])
+
+
+def test_a_stream_shares_embeddings_and_gets_each_windows_own_scores(built: dict[str, Path]) -> None:
+    from pipeline.eval.detect import stream_probs
+
+    model = OnnxModel(built["onnx"])
+    assert model.embedding_split() is not None
+    rng = np.random.default_rng(5)
+    t = np.arange(16000) / 16000
+    audio = np.concatenate([0.01 * rng.standard_normal(40000), 0.3 * np.sin(2 * np.pi * 440 * t),
+                            np.zeros(48000),  # digital silence: the per-window top_db floor lifts those frames
+                            0.05 * rng.standard_normal(31234)]).astype(np.float32)
+    want = _window_by_window(model, audio, 1600)
+    for batch in (256, 7):  # one batch, and batches that end inside the stream
+        got = stream_probs(model, audio, 0.1, batch_windows=batch)
+        assert got.shape == want.shape == (1 + int(np.ceil((len(audio) - 32000) / 1600)), len(CLASSES))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    short = audio[:20000]  # shorter than one window: one zero-padded window
+    np.testing.assert_allclose(stream_probs(model, short, 0.1), _window_by_window(model, short, 1600), rtol=0, atol=1e-6)
+
+
+def test_graphs_that_do_not_split_are_scored_window_by_window(built: dict[str, Path], tmp_path: Path) -> None:
+    from tests.eval.conftest import export_tiny_onnx
+
+    assert OnnxModel(export_tiny_onnx(tmp_path / "crnn.onnx")).embedding_split() is None  # not the embedding family
+    # The halves are cut from the file and checked against the loaded graph: a file whose head is not the
+    # loaded one gives halves that do not reproduce it, and streams are then scored window by window.
+    model = OnnxModel(built["onnx"])
+    changed = onnx.load(str(built["onnx"]))
+    gemm = next(n for n in changed.graph.node if n.op_type == "Gemm")
+    weight = next(i for i in changed.graph.initializer if i.name == gemm.input[1])
+    weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 2, weight.name))
+    onnx.save(changed, str(tmp_path / "changed.onnx"))
+    model.path = tmp_path / "changed.onnx"
+    assert model.embedding_split() is None
