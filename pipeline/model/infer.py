@@ -186,36 +186,23 @@ class EmbeddingSplit:
     def of(cls, model: OnnxModel) -> EmbeddingSplit | None:
         if model.metadata.get("family") != "embedding":
             return None
-        import onnx
         import onnxruntime as ort
-        from onnx import utils
 
-        graph = onnx.load(str(model.path))
-        flat = [n for n in graph.graph.node if n.op_type == "Flatten"]
-        if len(flat) != 1:
-            log.info("%s: no single Flatten to cut at; windows are scored one by one", model.path)
+        try:
+            halves = _halves(model.path, model.input_name, model.output_name)
+        except Exception as e:  # onnx raises several unrelated types for graphs it cannot take apart
+            halves = None
+            log.warning("%s: %s: %s", model.path, type(e).__name__, e)
+        if halves is None:
+            log.warning("%s: the graph does not cut after its embedding; windows are scored one by one", model.path)
             return None
-        cut = flat[0].input[0]
-        extract = utils.Extractor(graph)
-        embed = extract.extract_model([model.input_name], [cut])
-        head = extract.extract_model([cut], [model.output_name])
-        dims = embed.graph.input[0].type.tensor_type.shape.dim
-        dims[2].ClearField("dim_value")
-        dims[2].dim_param = "frames"
-        for half in (embed, head):
-            for v in half.graph.output:
-                v.type.tensor_type.ClearField("shape")
-            del half.graph.value_info[:]
-        head_dims = head.graph.input[0].type.tensor_type.shape.dim
-        head_dims[0].ClearField("dim_value")
-        head_dims[0].dim_param = "windows"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         try:
             sessions = [ort.InferenceSession(half.SerializeToString(), sess_options=opts,
-                                             providers=["CPUExecutionProvider"]) for half in (embed, head)]
-            split = cls(model, *sessions, cut)
+                                             providers=["CPUExecutionProvider"]) for half in halves[:2]]
+            split = cls(model, *sessions, halves[2])
             x = np.random.default_rng(0).standard_normal(model.contract.input_shape).astype(np.float32)
             got = split.head_logits(split.embed(x[0, 0])[None])
         except Exception as e:  # onnxruntime raises several unrelated types
@@ -237,6 +224,49 @@ class EmbeddingSplit:
     def head_logits(self, embeddings: np.ndarray) -> np.ndarray:
         """``(n, n_embeddings, dim)`` -> logits ``(n, n_classes)``."""
         return self._head.run(None, {self._cut: np.ascontiguousarray(embeddings, dtype=np.float32)})[0]
+
+
+def _halves(path: Path, input_name: str, output_name: str) -> tuple[Any, Any, str] | None:
+    """(front end, head, cut tensor): the graph cut at the input of its one Flatten, the front end with a free
+    number of frames, the head with a free number of windows; None when the graph has no such cut."""
+    import onnx
+    from onnx import helper
+
+    whole = onnx.load(str(path))
+    graph = whole.graph
+    flat = [n for n in graph.node if n.op_type == "Flatten"]
+    if len(flat) != 1:
+        return None
+    cut = flat[0].input[0]
+    producer = {o: n for n in graph.node for o in n.output}
+    front_ids: set[int] = set()
+    todo = [cut]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and id(node) not in front_ids:
+            front_ids.add(id(node))
+            todo.extend(node.input)
+    front = [n for n in graph.node if id(n) in front_ids]
+    head = [n for n in graph.node if id(n) not in front_ids]
+    made = {o for n in head for o in n.output}
+    needed = {i for n in head for i in n.input if i and i not in made and i != cut}
+    head = [n for n in front if n.op_type == "Constant" and set(n.output) & needed] + head  # constants go both ways
+    made |= {o for n in head for o in n.output}
+    inits = {t.name: t for t in graph.initializer}
+    if any(i and i not in made and i != cut and i not in inits for n in head for i in n.input):
+        return None  # the head reads more of the front end than the cut
+
+    def model(nodes: list[Any], inputs: list[Any], output: str) -> Any:
+        used = {i for n in nodes for i in n.input}
+        g = helper.make_graph(nodes, "half", inputs, [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)],
+                              [t for name, t in inits.items() if name in used])
+        return helper.make_model(g, opset_imports=whole.opset_import, ir_version=whole.ir_version)
+
+    source = next(v for v in graph.input if v.name == input_name)
+    shape = [d.dim_value or d.dim_param for d in source.type.tensor_type.shape.dim]
+    frames_free = helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, [*shape[:2], "frames", *shape[3:]])
+    windows_free = helper.make_tensor_value_info(cut, onnx.TensorProto.FLOAT, None)
+    return model(front, [frames_free], cut), model(head, [windows_free], output_name), cut
 
 
 def _json_or_empty(text: str | None, key: str, path: Path) -> dict[str, Any]:

@@ -189,6 +189,25 @@ def test_a_stream_shares_embeddings_and_gets_each_windows_own_scores(built: dict
     np.testing.assert_allclose(stream_probs(model, short, 0.1), _window_by_window(model, short, 1600), rtol=0, atol=1e-6)
 
 
+def test_the_int8_graph_of_the_emulator_shares_embeddings_too(built: dict[str, Path], tmp_path: Path) -> None:
+    from pipeline.eval.detect import stream_probs
+    from pulsar2.emulator.quantize import quantize
+
+    fp32 = OnnxModel(built["onnx"])
+    features = FeatureSet.open(built["features"])
+    q = tmp_path / "int8.onnx"
+    quantize(built["onnx"], q, fp32.input_name, [np.array(features.x[i: i + 1]) for i in range(16)], "MinMax")
+    graph = onnx.load(str(q))
+    for key, value in fp32.metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(q))
+    int8 = OnnxModel(q)
+    assert {n.op_type for n in graph.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    assert int8.embedding_split() is not None
+    audio = (0.05 * np.random.default_rng(8).standard_normal(70000)).astype(np.float32)
+    np.testing.assert_allclose(stream_probs(int8, audio, 0.1), _window_by_window(int8, audio, 1600), rtol=0, atol=1e-6)
+
+
 def test_graphs_that_do_not_split_are_scored_window_by_window(built: dict[str, Path], tmp_path: Path) -> None:
     from tests.eval.conftest import export_tiny_onnx
 
