@@ -189,12 +189,12 @@ class EmbeddingSplit:
         import onnxruntime as ort
 
         try:
-            halves = _halves(model.path, model.input_name, model.output_name)
+            halves, why = _halves(model.path, model.input_name, model.output_name), "no single Flatten whose input alone feeds the head"
         except Exception as e:  # onnx raises several unrelated types for graphs it cannot take apart
-            halves = None
-            log.warning("%s: %s: %s", model.path, type(e).__name__, e)
+            halves, why = None, f"{type(e).__name__}: {e}"
         if halves is None:
-            log.warning("%s: the graph does not cut after its embedding; windows are scored one by one", model.path)
+            log.warning("%s: the graph does not cut after its embedding (%s); windows are scored one by one",
+                        model.path, why)
             return None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
@@ -256,7 +256,7 @@ def _halves(path: Path, input_name: str, output_name: str) -> tuple[Any, Any, st
     if any(i and i not in made and i != cut and i not in inits for n in head for i in n.input):
         return None  # the head reads more of the front end than the cut
 
-    def model(nodes: list[Any], inputs: list[Any], output: str) -> Any:
+    def half(nodes: list[Any], inputs: list[Any], output: str) -> Any:
         used = {i for n in nodes for i in n.input}
         g = helper.make_graph(nodes, "half", inputs, [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)],
                               [t for name, t in inits.items() if name in used])
@@ -266,7 +266,7 @@ def _halves(path: Path, input_name: str, output_name: str) -> tuple[Any, Any, st
     shape = [d.dim_value or d.dim_param for d in source.type.tensor_type.shape.dim]
     frames_free = helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, [*shape[:2], "frames", *shape[3:]])
     windows_free = helper.make_tensor_value_info(cut, onnx.TensorProto.FLOAT, None)
-    return model(front, [frames_free], cut), model(head, [windows_free], output_name), cut
+    return half(front, [frames_free], cut), half(head, [windows_free], output_name), cut
 
 
 def _json_or_empty(text: str | None, key: str, path: Path) -> dict[str, Any]:
