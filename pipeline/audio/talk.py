@@ -11,7 +11,7 @@ pauses (so every 1 s window cut from the talk holds speech), over a faint pink r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,16 +42,26 @@ def talk(index: int, seconds: float, voices: Sequence[str], split: str, vocabula
          seed: int) -> tuple[np.ndarray, list[str], list[str]]:
     """About ``seconds`` of keyword-free utterances, utterance ``j`` by ``voices[(index + j) % len]``, from a
     generator made of ``(seed, index)``; returns the audio and each utterance's text and voice."""
-    rng = np.random.default_rng([seed, 0, index])
+    def say(text: str, j: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        voice = voices[(index + j) % len(voices)]
+        speed, pitch = int(rng.choice(SPEEDS_WPM)), int(rng.choice(PITCHES))
+        return trim_silence(tts.speak(text, voice, speed, pitch, espeak)), voice
+
+    return utterances(np.random.default_rng([seed, 0, index]), seconds, split, vocabulary, say, seed * 1000 + index)
+
+
+def utterances(rng: np.random.Generator, seconds: float, split: str, vocabulary: Vocabulary,
+               say: Callable[[str, int, np.random.Generator], tuple[np.ndarray, str]],
+               floor_seed: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """About ``seconds`` of keyword-free utterances, utterance ``j`` spoken by ``say(text, j, rng)`` (its audio
+    and a voice label), each at ``PEAK`` with a short pause, over the room floor."""
     parts: list[np.ndarray] = []
     texts: list[str] = []
     used: list[str] = []
     n = 0
     while n < seconds * SAMPLE_RATE:
         text = negative_text(rng, split, vocabulary, 1)
-        voice = voices[(index + len(texts)) % len(voices)]
-        speed, pitch = int(rng.choice(SPEEDS_WPM)), int(rng.choice(PITCHES))
-        speech = trim_silence(tts.speak(text, voice, speed, pitch, espeak))
+        speech, voice = say(text, len(texts), rng)
         speech = speech * np.float32(PEAK / max(float(np.max(np.abs(speech))) if speech.size else 0.0, 1e-9))
         pause = np.zeros(int(rng.uniform(*PAUSE_S) * SAMPLE_RATE), dtype=np.float32)
         parts += [speech, pause]
@@ -59,5 +69,5 @@ def talk(index: int, seconds: float, voices: Sequence[str], split: str, vocabula
         used.append(voice)
         n += speech.size + pause.size
     audio = np.concatenate(parts)
-    floor = coloured_noise(audio.size, "pink", seed * 1000 + index) * np.float32(10 ** (ROOM_FLOOR_DBFS / 20))
+    floor = coloured_noise(audio.size, "pink", floor_seed) * np.float32(10 ** (ROOM_FLOOR_DBFS / 20))
     return (audio + floor).astype(np.float32), texts, used

