@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   {"duration_s": round(audio.size / SAMPLE_RATE, 3), "voices": ["kokoro"], "texts": texts})
             neural_s += audio.size / SAMPLE_RATE
         if jobs:
-            log.info("talk by neural timbres: %.1f min in %d files", neural_s / 60, len(jobs))
+            log.info("talk by neural timbres: %.1f min in %d file(s)", neural_s / 60, len(jobs))
         counts = {c: sum(f["class"] == c for f in files) for c in vocab.classes}
         atomic_write_json(tmp / "manifest.json", manifest(STAGE, inputs=[], params=args.params_used, extra={
             "vocabulary": vocab.as_dict(), "generator": tts.espeak_version(espeak), "voices": voices,
