@@ -2,7 +2,8 @@
 
 Utterances of a text corpus (``pipeline.audio.texts``: generated sentences, phrases and near-miss words
 derived from the commands), each by the next voice of a list, at a few speeds and pitches, with short
-pauses (so every 1 s window cut from the talk holds speech), over a faint pink room floor.
+pauses (so every 1 s window cut from the talk holds speech), over a faint pink room floor. ``utterances`` does
+the same for any voice (the voices stage's neural voice speaks its talk through it).
 
     from pipeline.audio.talk import talk
     audio, texts, voices = talk(index=0, seconds=15.0, voices=tts.training_voices(), split="train",
