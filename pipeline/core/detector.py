@@ -219,7 +219,7 @@ def count_false_accepts(smoothed_sequences: Iterable[np.ndarray], settings: Dete
     # A window starts a run only at or above its class's on threshold: a sequence that never gets there
     # cannot fire, and most keyword-free files never reach the high thresholds a calibration sweeps.
     keyword = np.asarray(det.keyword_indices)
-    lowest = min(det._on[k] for k in det.keyword_indices)
+    lowest = min(settings.on_threshold_for(det.classes[k]) for k in det.keyword_indices)
     return sum(len(det.run_smoothed(s)) for s in smoothed_sequences
                if len(s) and float(np.max(np.asarray(s)[:, keyword])) >= lowest)
 

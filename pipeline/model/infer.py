@@ -169,16 +169,16 @@ class OnnxModel:
 class EmbeddingSplit:
     """An embedding-family graph in two halves, for long streams: ``embed`` runs the frozen front end over any
     number of feature frames (its time padding is "valid", so the embedding at frame p depends on frames
-    ``[p, p + window_frames)`` only, whatever the input length), ``head_logits`` runs the head on the
+    ``[p, p + WINDOW_FRAMES)`` only, whatever the input length), ``head_logits`` runs the head on the
     embeddings of one window each. Overlapping windows then share their embeddings instead of recomputing
     them (a stream at a 100 ms hop computes each embedding 16 / 5 times otherwise). Both halves are the
     exported file's own nodes and weights; :meth:`of` checks that they reproduce the whole graph.
     """
 
     def __init__(self, model: OnnxModel, embed: Any, head: Any, cut: str) -> None:
-        from pipeline.model.embedding import STRIDE_FRAMES, WINDOW_FRAMES, n_windows
+        from pipeline.model.embedding import STRIDE_FRAMES, n_windows
 
-        self.window_frames, self.stride_frames = WINDOW_FRAMES, STRIDE_FRAMES
+        self.stride_frames = STRIDE_FRAMES
         self.n_embeddings = n_windows(model.contract.n_frames)
         self._embed, self._head, self._cut, self._input = embed, head, cut, model.input_name
 
