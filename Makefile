@@ -27,6 +27,10 @@ BASE_IMAGE    ?= python:3.11-slim-bookworm
 # Extra `docker run` flags for the pipeline stages, e.g. DOCKER_RUN_FLAGS="--gpus all" on a GPU host.
 DOCKER_RUN_FLAGS ?=
 HOLDOUT       ?=
+# What the neural voice (Kokoro, about a CPU-second a word) has said, kept across builds: a rebuild of the voices
+# stage says only what it has not said before, and writes the same files. Empty: no cache.
+XDG_CACHE_HOME ?= $(HOME)/.cache
+NEURAL_CACHE  ?= $(XDG_CACHE_HOME)/kws-ax630c/kokoro
 # The model family: embedding (the frozen pretrained speech embedding + a trained head) or crnn (the seed's
 # CRNN); pipeline/params/models/$(MODEL).toml holds what the family changes.
 MODEL         ?= embedding
@@ -66,7 +70,7 @@ ifeq ($(RUNNER_USED),docker)
 TRAIN_IMAGE   := $(IMAGES)/train.id
 PULSAR2_EMU   := $(IMAGES)/pulsar2-emulator.id
 # Every host path a stage sees is mounted at the same path in the container.
-MOUNTS        := $(sort $(CURDIR) $(filter-out $(CURDIR)/%,$(abspath $(SEEDS) $(B) $(HOLDOUT))))
+MOUNTS        := $(sort $(CURDIR) $(filter-out $(CURDIR)/%,$(abspath $(SEEDS) $(B) $(HOLDOUT) $(NEURAL_CACHE))))
 # Files written in the container belong to the invoking user (-u); the image id reaches the manifests.
 RUN            = $(DOCKER) run --rm --network none -u $$(id -u):$$(id -g) -e HOME=/tmp $(DOCKER_RUN_FLAGS) \
                  -e KWS_IMAGE_ID=$$(cat $(TRAIN_IMAGE)) $(foreach m,$(MOUNTS),-v $(m):$(m)) -w $(CURDIR) \
@@ -181,8 +185,9 @@ help:                          ## list targets
 # The commands and keyword-free talk by synthetic speakers, beside the user's seeds (espeak-ng from the image,
 # so that the training data does not depend on the host's espeak-ng version).
 $(VOICES): $(call PARAM,voices) $(VOCABULARY) $(SEEDS_STAMP) $(DEPS_pipeline.stages.voices) $(TRAIN_IMAGE)
+	$(if $(NEURAL_CACHE),mkdir -p '$(NEURAL_CACHE)')
 	$(RUN) -m pipeline.stages.voices --params $(call PARAM,voices) --vocabulary $(VOCABULARY) --seeds '$(SEEDS)' \
-	    --out $(@D)
+	    $(if $(NEURAL_CACHE),--neural-cache '$(abspath $(NEURAL_CACHE))') --out $(@D)
 
 # The clips are as long as the features' window ([features] clip_samples, stamped alone in params/clip.json).
 $(DATASET): $(call PARAM,dataset) $(call PARAM,clip) $(SEEDS_STAMP) $(VOICES) $(DEPS_pipeline.stages.dataset) $(TRAIN_IMAGE)

@@ -94,7 +94,8 @@ def compare_onnx_predictions(onnx_a: Path, onnx_b: Path, features_npy: Path) -> 
 
 def make_command(runner: str, params: str, build: Path, seeds: str | None, base_image: str | None,
                  onnx: bool = False) -> list[str]:
-    cmd = ["make", "--no-print-directory", f"RUNNER={runner}", f"PARAMS={params}", f"BUILD={build}"]
+    # NEURAL_CACHE= : both builds say everything themselves, or the second would read the first's neural takes
+    cmd = ["make", "--no-print-directory", f"RUNNER={runner}", f"PARAMS={params}", f"BUILD={build}", "NEURAL_CACHE="]
     if seeds:
         cmd.append(f"SEEDS={seeds}")
     if base_image:

@@ -25,6 +25,7 @@ from pipeline.core.cli import die, run_main, setup_logging
 from pipeline.core.detector import DECIDED_PROB
 from pipeline.core.io import atomic_write_json, sha256_file
 from pipeline.core.provenance import manifest
+from pipeline.core.workers import cpu_session
 from pipeline.model.infer import OnnxModel
 from pulsar2 import axmodel
 
@@ -76,12 +77,7 @@ def compare(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, classes: Seq
 
 
 def int8_logits(onnx_bytes: bytes, input_name: str, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(onnx_bytes)
     return np.concatenate([sess.run(None, {input_name: np.ascontiguousarray(x[i:i + 1], np.float32)})[0]
                            for i in range(len(x))])
 

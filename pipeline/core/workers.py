@@ -10,6 +10,8 @@
   default OpenBLAS threads).
 - ``thread_pool``: a thread pool whose queued jobs are dropped when the block fails, so an error in the first
   of thousands of queued espeak-ng jobs is reported at once, not after the rest have run.
+- ``cpu_session``: an ONNX Runtime session on the CPU with a stated number of threads; ONNX Runtime's default
+  takes every core, which fights the threads and processes around it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Iterator
+from typing import Any
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -67,3 +70,16 @@ def thread_pool(threads: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def cpu_session(model: str | bytes, threads: int = 1, quiet: bool = False) -> Any:
+    """An ONNX Runtime session for ``model`` (a path or the bytes) on the CPU: ``threads`` intra-op threads, one
+    inter-op thread; ``quiet``: errors only in its log."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    if quiet:
+        opts.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])

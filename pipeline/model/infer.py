@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.core.cli import StageError
 from pipeline.core.contract import ContractMismatch, FeatureContract
+from pipeline.core.workers import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,14 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | os.PathLike[str], intra_op_threads: int = 1, row_threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         # A static-batch model runs one row per call; rows run in this many threads at once (ONNX Runtime
         # releases the GIL): the 60 min development stream is 36,000 single-window calls.
         self.row_threads = max(1, row_threads if row_threads is not None else min(os.cpu_count() or 1, 8))
         if not self.path.is_file():
             raise OnnxModelError(f"{self.path}: ONNX model not found; build it with `make onnx` (pipeline.stages.export)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(intra_op_threads)
-        opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(str(self.path), intra_op_threads)
         except Exception as e:  # onnxruntime raises several unrelated types for a bad file
             raise OnnxModelError(
                 f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {e}); re-export with `make onnx`"
@@ -186,8 +182,6 @@ class EmbeddingSplit:
     def of(cls, model: OnnxModel) -> EmbeddingSplit | None:
         if model.metadata.get("family") != "embedding":
             return None
-        import onnxruntime as ort
-
         try:
             halves, why = _halves(model.path, model.input_name, model.output_name), "no single Flatten whose input alone feeds the head"
         except Exception as e:  # onnx raises several unrelated types for graphs it cannot take apart
@@ -196,12 +190,8 @@ class EmbeddingSplit:
             log.warning("%s: the graph does not cut after its embedding (%s); windows are scored one by one",
                         model.path, why)
             return None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
         try:
-            sessions = [ort.InferenceSession(half.SerializeToString(), sess_options=opts,
-                                             providers=["CPUExecutionProvider"]) for half in halves[:2]]
+            sessions = [cpu_session(half.SerializeToString()) for half in halves[:2]]
             split = cls(model, *sessions, halves[2])
             x = np.random.default_rng(0).standard_normal(model.contract.input_shape).astype(np.float32)
             got = split.head_logits(split.embed(x[0, 0])[None])

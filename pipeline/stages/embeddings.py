@@ -28,6 +28,7 @@ from pipeline.audio.features import FeatureSet
 from pipeline.core.cli import StageError, die, run_main, setup_logging
 from pipeline.core.io import atomic_dir, atomic_write_json, sha256_file
 from pipeline.core.provenance import manifest
+from pipeline.core.workers import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ def embed(features: np.ndarray, contract: Any, threads: int = 2, batch_clips: in
     import io
     import warnings
 
-    import onnxruntime as ort
     import torch
 
     from pipeline.model.embedding import SpeechEmbedding, n_windows
@@ -88,10 +88,7 @@ def embed(features: np.ndarray, contract: Any, threads: int = 2, batch_clips: in
         torch.onnx.export(net, (torch.zeros((1,) + tuple(features.shape[1:])),), buf, input_names=["features"],
                           output_names=["embeddings"], opset_version=13, dynamo=False,
                           dynamic_axes={"features": {0: "n"}, "embeddings": {0: "n"}})
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+    session = cpu_session(buf.getvalue(), threads)
     out = np.empty((len(features), n_windows(features.shape[2]), 96), np.float32)
     for s in range(0, len(features), batch_clips):
         batch = np.ascontiguousarray(features[s:s + batch_clips], dtype=np.float32)

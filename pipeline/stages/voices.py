@@ -48,7 +48,7 @@ from pipeline.audio import tts
 from pipeline.audio.augment import coloured_noise
 from pipeline.audio.neural_tts import LICENSE as NEURAL_LICENSE
 from pipeline.audio.neural_tts import MODEL_SHA256 as NEURAL_SHA256
-from pipeline.audio.neural_tts import NeuralTTSError, NeuralVoice, Timbre, draw_timbre
+from pipeline.audio.neural_tts import NeuralTTSError, NeuralVoice, SpeechCache, Timbre, draw_timbre
 from pipeline.audio.speechiness import talk_seconds
 from pipeline.audio.talk import NEAR_MISS_PREFIX, TALK_PREFIX, talk, trim_silence, utterances
 from pipeline.audio.texts import near_misses
@@ -121,6 +121,12 @@ def neural_talk(index: int, seconds: float, kokoro: NeuralVoice, vocab: Vocabula
                       seed * 1000 + NEURAL_STREAM + index)
 
 
+def cache_use(kokoro: NeuralVoice) -> dict[str, Any] | None:
+    """Where the neural voice's cache is and how much of this run came from it (None: no cache)."""
+    c = kokoro.cache
+    return None if c is None else {"dir": str(c.root), "taken": c.hits, "said_and_kept": c.stored}
+
+
 def place(word: np.ndarray, rng: np.random.Generator, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """The word at a drawn level and lead inside ``TAKE_S`` of quiet room noise, like a user's seed."""
     peak = float(rng.uniform(*PEAK))
@@ -137,6 +143,9 @@ def build_parser() -> Any:
     p.add_argument("--vocabulary", type=Path, help="the commands, as pipeline.core.vocabulary writes them")
     p.add_argument("--seeds", type=Path, required=True, help="the user's seeds folder (its FONDO is measured for talk)")
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
+    p.add_argument("--neural-cache", type=Path, default=None,
+                   help="keep what the neural voice says in this folder and take it back from there on later runs "
+                        "(the same files either way; default: no cache)")
     return p
 
 
@@ -169,8 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = max(1, os.cpu_count() or 1)
     kokoro = None
     if (args.neural_takes and args.tts_positives) or args.neural_near_misses or args.neural_talk_minutes:
+        cache = None
+        if args.neural_cache is not None:
+            try:
+                args.neural_cache.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                die(f"--neural-cache {args.neural_cache}: cannot be made ({e.strerror}); name a writable folder, "
+                    "or build without it (make NEURAL_CACHE=)")
+            cache = SpeechCache(args.neural_cache)
         try:
-            kokoro = NeuralVoice.load(espeak)
+            kokoro = NeuralVoice.load(espeak, cache)
         except NeuralTTSError as e:
             die(str(e))
     with atomic_dir(args.out) as tmp, thread_pool(threads) as pool:
@@ -245,12 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = {c: sum(f["class"] == c for f in files) for c in vocab.classes}
         atomic_write_json(tmp / "manifest.json", manifest(STAGE, inputs=[], params=args.params_used, extra={
             "vocabulary": vocab.as_dict(), "generator": tts.espeak_version(espeak), "voices": voices,
-            "neural_voice": ({"model_sha256": NEURAL_SHA256, "license": NEURAL_LICENSE} if kokoro else None),
+            "neural_voice": ({"model_sha256": NEURAL_SHA256, "license": NEURAL_LICENSE, "cache": cache_use(kokoro)}
+                             if kokoro else None),
             "user_talk_s": round(user_talk_s, 1), "user_talk_per_file_s": per_file, "talk_added_s": round(done_s, 1),
             "neural_talk_s": round(neural_s, 1),
             "near_misses": misses, "counts": counts, "files": files,
         }))
     neural = sum(f["path"].split("/")[-1].startswith(NEURAL_PREFIX) for f in files)
+    if kokoro is not None and kokoro.cache is not None:
+        log.info("neural voice: %d utterances taken from the cache %s, %d said and kept there",
+                 kokoro.cache.hits, kokoro.cache.root, kokoro.cache.stored)
     print(f"voices: {sum(counts[c] for c in vocab.commands)} command takes by {len(voices)} synthetic speakers "
           f"and {neural} by neural timbres, "
           f"{(done_s + neural_s) / 60:.1f} min of talk added ({neural_s / 60:.1f} by neural timbres) to FONDO's "

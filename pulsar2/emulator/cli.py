@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.core.cli import die
 from pipeline.core.io import atomic_dir, atomic_write_json
+from pipeline.core.workers import cpu_session
 from pulsar2 import axmodel
 from pulsar2.checks import (
     calibration_members,
@@ -158,15 +159,6 @@ def _run(session: Any, name: str, arrays: Sequence[np.ndarray]) -> list[np.ndarr
     return [session.run(None, {name: np.ascontiguousarray(a, np.float32)})[0] for a in arrays]
 
 
-def _session(model: Any) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def _extract(archive: Path, tensor_name: str, fmt: str, dest: Path) -> int:
     """Copy the calibration files of one input to ``dest`` (as Pulsar2 does into quant/dataset/<input>)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -289,7 +281,7 @@ def build(config: dict[str, Any], config_name: str, config_sha256: str, data_roo
                     [[op, str(n), str(summary["ops_with_int8_inputs"].get(op, 0))] for op, n in summary["float_model_ops"].items()]))
 
         # compare FP32 vs INT8 on the calibration tensors (end-to-end; the real tool's per-layer table is not emulated)
-        fsess, qsess = _session(str(optimized)), _session(str(qpath))
+        fsess, qsess = cpu_session(str(optimized)), cpu_session(str(qpath))
         probe = arrays[: min(len(arrays), 32)]
         cos = [_cosine(a, b) for a, b in zip(_run(fsess, tin.name, probe), _run(qsess, tin.name, probe))]
         say("SUCCESS", f"EMULATOR e2e check [{tout.name}] float vs INT8 on {len(probe)} calibration tensors: "

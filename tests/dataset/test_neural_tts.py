@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +61,41 @@ def test_the_same_timbre_says_the_same_take_and_another_timbre_another(kokoro: N
     assert other.size != first.size or not np.array_equal(other, first)
     # speech, not silence or a click: most of the take is well above the trimmed hiss
     assert float(np.mean(np.abs(first) > 0.05 * np.abs(first).max())) > 0.3
+
+
+def test_the_cache_gives_back_the_same_take_and_says_a_damaged_one_again(kokoro: N.NeuralVoice,
+                                                                          tmp_path: Path) -> None:
+    timbre = N.draw_timbre(np.random.default_rng(3), "es")
+    fresh = kokoro.speak("salir", timbre)
+    cached = N.NeuralVoice(kokoro.session, kokoro.vocab, kokoro.styles, kokoro.espeak, N.SpeechCache(tmp_path))
+    assert np.array_equal(cached.speak("salir", timbre), fresh)
+    assert (cached.cache.hits, cached.cache.stored) == (0, 1)
+    assert np.array_equal(cached.speak("salir", timbre), fresh)
+    assert (cached.cache.hits, cached.cache.stored) == (1, 1)
+    # another speed is another entry, not the kept one
+    cached.speak("salir", dataclasses.replace(timbre, speed=timbre.speed + 0.1))
+    assert (cached.cache.hits, cached.cache.stored) == (1, 2)
+    files = sorted(tmp_path.rglob("*.f32"))
+    assert len(files) == 2
+    for f in files:
+        data = bytearray(f.read_bytes())
+        data[40] ^= 0xFF  # one flipped byte in the samples
+        f.write_bytes(bytes(data))
+    assert np.array_equal(cached.speak("salir", timbre), fresh)
+    assert (cached.cache.hits, cached.cache.stored) == (1, 3)
+
+
+def test_the_cache_key_follows_every_input_and_the_runtime(tmp_path: Path) -> None:
+    cache = N.SpeechCache(tmp_path)
+    inputs = {"tokens": np.array([[0, 5, 9, 0]], np.int64), "style": np.zeros((1, 256), np.float32),
+              "speed": np.array([1.0], np.float32)}
+    key = cache.key(inputs)
+    assert cache.key(dict(inputs)) == key and len(key) == 64
+    assert cache.key({**inputs, "tokens": np.array([[0, 5, 8, 0]], np.int64)}) != key
+    assert cache.key({**inputs, "style": np.full((1, 256), 1e-7, np.float32)}) != key
+    assert cache.key({**inputs, "speed": np.array([1.0001], np.float32)}) != key
+    cache.runtime = "onnxruntime 0.0.0"
+    assert cache.key(inputs) != key
 
 
 def test_symbols_the_model_lacks_are_dropped_and_nothing_said_is_an_error(kokoro: N.NeuralVoice) -> None:

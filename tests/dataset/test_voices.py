@@ -199,6 +199,34 @@ def test_the_stage_writes_the_same_files_in_one_thread(small_voices: tuple[Path,
         assert (out / f["path"]).read_bytes() == (again / f["path"]).read_bytes()
 
 
+def test_a_second_run_takes_the_neural_voice_from_its_cache_and_writes_the_same_files(
+        small_voices: tuple[Path, Path], tmp_path: Path) -> None:
+    seeds, out = small_voices
+    args = ["--seeds", str(seeds), "--takes-per-voice", "1", "--max-voices", "6", "--talk-minutes", "0.35",
+            "--talk-file-s", "8", "--neural-takes", "1", "--neural-near-misses", "1", "--neural-talk-minutes", "0.2",
+            "--neural-cache", str(tmp_path / "cache")]
+    uses = []
+    for run in ("first", "second"):
+        assert run_main(voices.main, [*args, "--out", str(tmp_path / run)]) == 0
+        doc = json.loads((tmp_path / run / "manifest.json").read_text(encoding="utf-8"))
+        uses.append(doc["neural_voice"]["cache"])
+        for f in doc["files"]:
+            assert (tmp_path / run / f["path"]).read_bytes() == (out / f["path"]).read_bytes()
+    said = uses[0]["said_and_kept"]
+    assert said > 3 and uses[0]["taken"] == 0  # 3 takes, the near misses and the talk's utterances
+    assert uses[1] == {"dir": str(tmp_path / "cache"), "taken": said, "said_and_kept": 0}
+
+
+def test_an_unusable_cache_folder_stops_the_stage_with_the_fix(small_voices: tuple[Path, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    seeds, _ = small_voices
+    (tmp_path / "file").write_text("not a folder")
+    assert run_main(voices.main, ["--seeds", str(seeds), "--max-voices", "1", "--talk-minutes", "0",
+                                  "--neural-takes", "1", "--neural-cache", str(tmp_path / "file" / "cache"),
+                                  "--out", str(tmp_path / "v")]) == 2
+    assert "NEURAL_CACHE=" in capsys.readouterr().err and not (tmp_path / "v").exists()
+
+
 def test_the_dataset_keeps_the_users_share_and_makes_near_miss_clips(small_voices: tuple[Path, Path],
                                                                       tmp_path: Path) -> None:
     seeds, extra = small_voices

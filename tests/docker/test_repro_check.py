@@ -65,6 +65,7 @@ def test_make_command_builds_only_the_compared_stages() -> None:
     cmd = rc.make_command("docker", "smoke", Path("b1"), None, "kws-base:bookworm")
     assert cmd[-3:] == ["dataset", "features", "calib"]
     assert "RUNNER=docker" in cmd and "PARAMS=smoke" in cmd and "BUILD=b1" in cmd and "BASE_IMAGE=kws-base:bookworm" in cmd
+    assert "NEURAL_CACHE=" in cmd  # each build says its neural takes itself
 
 
 def test_same_folder_twice_is_refused(tmp_path: Path) -> None:
