@@ -208,10 +208,11 @@ class NeuralVoice:
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The model's output for ``inputs`` (float32 at ``MODEL_RATE``), from the cache when it holds it."""
-        key = self.cache.key(inputs) if self.cache is not None else ""
-        if self.cache is not None and (kept := self.cache.get(key)) is not None:
-            return kept
-        audio = np.asarray(self.session.run(None, dict(inputs))[0], np.float32).ravel()
-        if self.cache is not None:
-            self.cache.put(key, audio)
-        return audio
+        if self.cache is None:
+            return np.asarray(self.session.run(None, dict(inputs))[0], np.float32).ravel()
+        key = self.cache.key(inputs)
+        kept = self.cache.get(key)
+        if kept is None:
+            kept = np.asarray(self.session.run(None, dict(inputs))[0], np.float32).ravel()
+            self.cache.put(key, kept)
+        return kept
