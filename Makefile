@@ -183,7 +183,8 @@ help:                          ## list targets
 
 # ---- pipeline ----------------------------------------------------------------------------------
 # The commands and keyword-free talk by synthetic speakers, beside the user's seeds (espeak-ng from the image,
-# so that the training data does not depend on the host's espeak-ng version).
+# so that the training data does not depend on the host's espeak-ng version). The neural voice's cache folder is
+# made here, so that Docker does not make it (as root) for its mount.
 $(VOICES): $(call PARAM,voices) $(VOCABULARY) $(SEEDS_STAMP) $(DEPS_pipeline.stages.voices) $(TRAIN_IMAGE)
 	$(if $(NEURAL_CACHE),mkdir -p '$(NEURAL_CACHE)')
 	$(RUN) -m pipeline.stages.voices --params $(call PARAM,voices) --vocabulary $(VOCABULARY) --seeds '$(SEEDS)' \

@@ -111,6 +111,7 @@ def model_bytes() -> bytes:
     return _checked(b"".join(parts), MODEL_SHA256, f"Kokoro model from {', '.join(MODEL_PARTS)}")
 
 
+@functools.lru_cache(maxsize=4096)  # 40 takes of a word share its two dialects' phonemes: one process each
 def _espeak_ipa(text: str, dialect: str, espeak: str) -> str:
     r = subprocess.run([espeak, "-q", "--ipa", "-v", dialect, text], capture_output=True, text=True, check=False,
                        timeout=60)
