@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,9 +213,36 @@ class Head(nn.Module):
             width = config.head_hidden
         layers.append(nn.Linear(width, config.n_classes))
         self.net = nn.Sequential(*layers)
+        self.config = config
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return self.net(e)
+
+
+def mean_of_heads(heads: Sequence[Head]) -> Head:
+    """One :class:`Head` whose logits are the mean of ``heads``' logits (same config each): the members' hidden
+    units side by side, hidden-to-hidden weights block-diagonal, output weights concatenated and divided by
+    their number. The same layers and operators as one head, so nothing downstream knows it is an ensemble."""
+    if not heads or any(h.config != heads[0].config for h in heads):
+        raise ValueError("mean_of_heads: needs one or more heads of the same config")
+    k, config = len(heads), heads[0].config
+    merged = Head(dataclasses.replace(config, head_hidden=k * config.head_hidden))
+    linears = [[m for m in h.net if isinstance(m, nn.Linear)] for h in heads]
+    out = [m for m in merged.net if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for i, target in enumerate(out):
+            ws = [layers[i].weight for layers in linears]
+            bs = [layers[i].bias for layers in linears]
+            if i == 0:
+                target.weight.copy_(torch.cat(ws, 0))
+                target.bias.copy_(torch.cat(bs))
+            elif i < len(out) - 1:
+                target.weight.copy_(torch.block_diag(*ws))
+                target.bias.copy_(torch.cat(bs))
+            else:
+                target.weight.copy_(torch.cat(ws, 1) / k)
+                target.bias.copy_(torch.stack(bs).mean(0))
+    return merged
 
 
 class EmbeddingKWS(nn.Module):

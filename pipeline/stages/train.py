@@ -1,10 +1,14 @@
-"""Stage 3, train: the seed's CRNN on the packed log-Mel features.
+"""Stage 3, train: the embedding family's head on cached embeddings, or the seed's CRNN on the log-Mel features.
 
 Inputs: a features folder (``features.npy`` + ``index.jsonl`` + ``manifest.json``, see docs/design.md).
 Trains on ``split == "train"``, early-stops on the val loss and keeps the best-val-loss weights, then
 measures ``split == "test"``. Outputs in ``--out``: ``train_log.csv``, ``metrics.json``, ``confusion.txt``,
 ``confusion.png`` and, written last (the make target), ``ckpt.pt``
 (``state_dict, model_config, classes, contract, params, provenance, best_epoch``).
+
+The embedding family trains ``head_ensemble`` heads from seeds ``seed``, ``seed + 1``, … and saves them as one head
+whose logits are the mean of theirs (``pipeline.model.embedding.mean_of_heads``): single heads differ a lot from
+seed to seed on voices they have not heard, their mean much less.
 
 Deterministic: the same seed, data and thread count give the same weights (torch.manual_seed,
 deterministic algorithms, batch order from ``np.random.Generator((seed, epoch))``).
@@ -317,6 +321,8 @@ def confusion_png(cm: np.ndarray, classes: Sequence[str], title: str) -> bytes:
 def history_csv(history: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     fields = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "improved"]
+    if any("member" in row for row in history):   # an ensemble: each head's epochs, head by head
+        fields = ["member", *fields]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for row in history:
@@ -358,8 +364,36 @@ def build_model(args: argparse.Namespace, n_classes: int, contract: Any) -> tupl
         model = EmbeddingKWS(config)
     except (ValueError, EmbeddingError) as e:
         die(f"{args.features}: {e}")
-    model.head.config = config  # evaluate() reads n_classes from the trained module's config
     return model, model.head, config
+
+
+def fit(args: argparse.Namespace, first: Any, data: tuple[np.ndarray, ...], settings: TrainSettings, progress: bool,
+        n_classes: int, contract: Any) -> tuple[Any, TrainResult]:
+    """Train ``first`` (built after ``torch.manual_seed(args.seed)``) and, for an embedding-family ensemble, the
+    other ``head_ensemble - 1`` heads from seeds ``seed + 1``, …; an ensemble comes back as one head
+    (:func:`pipeline.model.embedding.mean_of_heads`) with the members' histories one after the other."""
+    import torch
+
+    x_tr, y_tr, x_va, y_va = data
+    members = [(first, train_model(first, x_tr, y_tr, x_va, y_va, settings, progress=progress))]
+    for k in range(1, args.head_ensemble if args.family == "embedding" else 1):
+        torch.manual_seed(args.seed + k)
+        _, head, _ = build_model(args, n_classes, contract)
+        log.info("ensemble: head %d of %d (seed %d)", k + 1, args.head_ensemble, args.seed + k)
+        members.append((head, train_model(head, x_tr, y_tr, x_va, y_va, dataclasses.replace(settings, seed=args.seed + k),
+                                          progress=progress)))
+    if len(members) == 1:
+        return members[0]
+    from pipeline.model.embedding import mean_of_heads
+
+    merged = mean_of_heads([h for h, _ in members])
+    val_loss = evaluate(merged, x_va, y_va, label_smoothing=settings.label_smoothing)[0]
+    history = [{**row, "member": k} for k, (_, r) in enumerate(members, 1) for row in r.history]
+    log.info("ensemble of %d heads: val loss %.4f (members %s)", len(members), val_loss,
+             ", ".join(f"{r.best_val_loss:.4f}" for _, r in members))
+    return merged, TrainResult({k: v.contiguous() for k, v in merged.state_dict().items()},
+                               members[0][1].best_epoch, val_loss, sum(r.epochs_run for _, r in members),
+                               all(r.stopped_early for _, r in members), history)
 
 
 def training_device(choice: str) -> str:
@@ -456,8 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              precision=training_precision(args.precision, device))
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
-    result = train_model(trained, x_tr, y_tr, x_va, y_va, settings, progress=progress)
+    trained, result = fit(args, trained, (x_tr, y_tr, x_va, y_va), settings, progress, len(classes), contract)
     train_seconds = time.perf_counter() - t0
+    config = trained.config   # an ensemble's merged head is wider than each member
 
     test_loss, _, test_logits = evaluate(trained, x_te, y_te)
     metrics = classification_metrics(y_te, test_logits.argmax(1), classes)

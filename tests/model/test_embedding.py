@@ -222,3 +222,42 @@ def test_graphs_that_do_not_split_are_scored_window_by_window(built: dict[str, P
     onnx.save(changed, str(tmp_path / "changed.onnx"))
     model.path = tmp_path / "changed.onnx"
     assert model.embedding_split() is None
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_the_mean_of_heads_is_one_head_with_the_mean_of_their_logits(layers: int) -> None:
+    config = E.EmbeddingConfig(n_classes=5, n_frames=198, head_hidden=7, head_layers=layers)
+    heads = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        heads.append(E.Head(config).eval())
+    merged = E.mean_of_heads(heads).eval()
+    assert merged.config.head_hidden == 21
+    e = torch.randn(4, config.n_windows, E.EMBEDDING_DIM)
+    with torch.no_grad():
+        want = torch.stack([h(e) for h in heads]).mean(0)
+        torch.testing.assert_close(merged(e), want, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="same config"):
+        E.mean_of_heads([heads[0], E.Head(E.EmbeddingConfig(n_classes=5, n_frames=198, head_hidden=8))])
+
+
+def test_an_ensemble_trains_each_head_and_exports_as_one(built: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    assert run_main(train_mod.main, ["--features", str(built["features"]), "--embeddings", str(built["embeddings"]),
+                                     "--out", str(out), "--epochs", "3", "--threads", "1", "--no-progress",
+                                     "--head-ensemble", "3", "--head-hidden", "16"]) == 0
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["model_config"]["head_hidden"] == 48 and ckpt["params"]["head_ensemble"] == 3
+    E.EmbeddingKWS(E.EmbeddingConfig.from_mapping(ckpt["model_config"])).head.load_state_dict(ckpt["state_dict"])
+    log = (out / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("member,epoch") and {line.split(",")[0] for line in log[1:]} == {"1", "2", "3"}
+    # the first member is the single head of the same seed
+    single = tmp_path / "one"
+    assert run_main(train_mod.main, ["--features", str(built["features"]), "--embeddings", str(built["embeddings"]),
+                                     "--out", str(single), "--epochs", "3", "--threads", "1", "--no-progress",
+                                     "--head-hidden", "16", "--head-ensemble", "1"]) == 0
+    first = torch.load(single / "ckpt.pt", weights_only=True)["state_dict"]
+    torch.testing.assert_close(ckpt["state_dict"]["net.1.weight"][:16], first["net.1.weight"], rtol=0, atol=0)
+    assert run_main(export_mod.main, ["--ckpt", str(out / "ckpt.pt"), "--features", str(built["features"]),
+                                      "--out", str(tmp_path / "ens.onnx"), "--threads", "1"]) == 0
+    assert {n.op_type for n in onnx.load(str(tmp_path / "ens.onnx")).graph.node} <= AX620E_OPS
