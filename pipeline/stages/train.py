@@ -367,21 +367,26 @@ def build_model(args: argparse.Namespace, n_classes: int, contract: Any) -> tupl
     return model, model.head, config
 
 
-def fit(args: argparse.Namespace, first: Any, data: tuple[np.ndarray, ...], settings: TrainSettings, progress: bool,
+def fit(args: argparse.Namespace, data: tuple[np.ndarray, ...], settings: TrainSettings, progress: bool,
         n_classes: int, contract: Any) -> tuple[Any, TrainResult]:
-    """Train ``first`` (built after ``torch.manual_seed(args.seed)``) and, for an embedding-family ensemble, the
-    other ``head_ensemble - 1`` heads from seeds ``seed + 1``, …; an ensemble comes back as one head
+    """Build and train the model from ``args.seed`` and, for an embedding-family ensemble, ``head_ensemble - 1``
+    more heads from seeds ``seed + 1``, …; (the trained module, its result). An ensemble comes back as one head
     (:func:`pipeline.model.embedding.mean_of_heads`) with the members' histories one after the other."""
     import torch
 
     x_tr, y_tr, x_va, y_va = data
-    members = [(first, train_model(first, x_tr, y_tr, x_va, y_va, settings, progress=progress))]
-    for k in range(1, args.head_ensemble if args.family == "embedding" else 1):
+    members = []
+    for k in range(args.head_ensemble if args.family == "embedding" else 1):
         torch.manual_seed(args.seed + k)
-        _, head, _ = build_model(args, n_classes, contract)
-        log.info("ensemble: head %d of %d (seed %d)", k + 1, args.head_ensemble, args.seed + k)
-        members.append((head, train_model(head, x_tr, y_tr, x_va, y_va, dataclasses.replace(settings, seed=args.seed + k),
-                                          progress=progress)))
+        model, trained, config = build_model(args, n_classes, contract)
+        if k == 0:
+            log.info("%s %s: %d parameters (%d trained); %d threads", args.family, config.as_dict(),
+                     sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trained.parameters()),
+                     args.threads)
+        else:
+            log.info("ensemble: head %d of %d (seed %d)", k + 1, args.head_ensemble, args.seed + k)
+        members.append((trained, train_model(trained, x_tr, y_tr, x_va, y_va,
+                                             dataclasses.replace(settings, seed=args.seed + k), progress=progress)))
     if len(members) == 1:
         return members[0]
     from pipeline.model.embedding import mean_of_heads
@@ -391,9 +396,8 @@ def fit(args: argparse.Namespace, first: Any, data: tuple[np.ndarray, ...], sett
     history = [{**row, "member": k} for k, (_, r) in enumerate(members, 1) for row in r.history]
     log.info("ensemble of %d heads: val loss %.4f (members %s)", len(members), val_loss,
              ", ".join(f"{r.best_val_loss:.4f}" for _, r in members))
-    return merged, TrainResult({k: v.contiguous() for k, v in merged.state_dict().items()},
-                               members[0][1].best_epoch, val_loss, sum(r.epochs_run for _, r in members),
-                               all(r.stopped_early for _, r in members), history)
+    return merged, TrainResult(merged.state_dict(), members[0][1].best_epoch, val_loss,
+                               sum(r.epochs_run for _, r in members), all(r.stopped_early for _, r in members), history)
 
 
 def training_device(choice: str) -> str:
@@ -477,10 +481,6 @@ def main(argv: Sequence[str] | None = None) -> int:
              args.embeddings or args.features, len(classes), classes, len(y_tr), len(y_va), len(y_te))
 
     configure_torch(args.threads)
-    torch.manual_seed(args.seed)
-    model, trained, config = build_model(args, len(classes), contract)
-    log.info("%s %s: %d parameters (%d trained); %d threads", args.family, config.as_dict(),
-             sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trained.parameters()), args.threads)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, early_stop=args.early_stop,
                              patience=args.patience, min_delta=args.min_delta, seed=args.seed,
                              spec=SpecAugment(args.spec_augment_p, args.spec_time_masks, args.spec_time_width,
@@ -490,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              precision=training_precision(args.precision, device))
     progress = args.progress if args.progress is not None else os.isatty(2)
     t0 = time.perf_counter()
-    trained, result = fit(args, trained, (x_tr, y_tr, x_va, y_va), settings, progress, len(classes), contract)
+    trained, result = fit(args, (x_tr, y_tr, x_va, y_va), settings, progress, len(classes), contract)
     train_seconds = time.perf_counter() - t0
     config = trained.config   # an ensemble's merged head is wider than each member
 
