@@ -27,6 +27,8 @@ BASE_IMAGE    ?= python:3.11-slim-bookworm
 # Extra `docker run` flags for the pipeline stages, e.g. DOCKER_RUN_FLAGS="--gpus all" on a GPU host.
 DOCKER_RUN_FLAGS ?=
 HOLDOUT       ?=
+# make eval-real REAL=<dir>: the commands recorded by people the model has never heard (a seeds-like folder).
+REAL          ?=
 # What the neural voice (Kokoro, about a CPU-second a word) has said, kept across builds: a rebuild of the voices
 # stage says only what it has not said before, and writes the same files. Empty: no cache.
 XDG_CACHE_HOME ?= $(HOME)/.cache
@@ -70,7 +72,7 @@ ifeq ($(RUNNER_USED),docker)
 TRAIN_IMAGE   := $(IMAGES)/train.id
 PULSAR2_EMU   := $(IMAGES)/pulsar2-emulator.id
 # Every host path a stage sees is mounted at the same path in the container.
-MOUNTS        := $(sort $(CURDIR) $(filter-out $(CURDIR)/%,$(abspath $(SEEDS) $(B) $(HOLDOUT) $(NEURAL_CACHE))))
+MOUNTS        := $(sort $(CURDIR) $(filter-out $(CURDIR)/%,$(abspath $(SEEDS) $(B) $(HOLDOUT) $(REAL) $(NEURAL_CACHE))))
 # Files written in the container belong to the invoking user (-u); the image id reaches the manifests.
 RUN            = $(DOCKER) run --rm --network none -u $$(id -u):$$(id -g) -e HOME=/tmp $(DOCKER_RUN_FLAGS) \
                  -e KWS_IMAGE_ID=$$(cat $(TRAIN_IMAGE)) $(foreach m,$(MOUNTS),-v $(m):$(m)) -w $(CURDIR) \
@@ -146,7 +148,8 @@ RUNTIME    := $(B)/runtime/runtime.json
 INDEX      := $(B)/artifacts.txt
 
 .PHONY: all voices dataset features embeddings train onnx parity calib npu-inputs config axmodel quant-report \
-        demo-seeds demo-stream test test-fast lint clean help where holdout-tts holdout-dev detector eval eval-int8
+        demo-seeds demo-stream test test-fast lint clean help where holdout-tts holdout-dev detector eval eval-int8 \
+        eval-real
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs, detector, runtime
 voices: $(VOICES)              ## the commands and keyword-free talk by synthetic speakers (espeak-ng)
@@ -269,6 +272,7 @@ $(BOARD_EMU): docker/board-emulator.Dockerfile docker/board-requirements.lock do
 HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
 EVAL          := $(B)/eval/summary.json
 EVAL_INT8     := $(B)/eval-int8/summary.json
+EVAL_REAL     := $(B)/eval-real/summary.json
 INT8_ONNX     := $(B)/pulsar2/output/emulated_int8.onnx
 HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
 # A user's holdout folder by content; the TTS holdout is a target of its own.
@@ -279,6 +283,7 @@ holdout-dev: $(HOLDOUT_DEV)    ## espeak-ng development set (neither training no
 detector: $(DETECTOR)          ## detector settings chosen and calibrated on the development set
 eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
 eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axmodel: the NPU path on the holdout
+eval-real: $(EVAL_REAL)        ## the commands by other people (REAL=<dir>) against the evaluation hour of talk, file by file
 
 # The TTS sets are spoken by the image's espeak-ng, like the voices stage.
 $(HOLDOUT_TTS): $(call PARAM,holdout_tts) $(VOCABULARY) $(DEPS_pipeline.eval.holdout_tts) $(TRAIN_IMAGE)
@@ -294,6 +299,16 @@ $(DETECTOR): $(ONNX) $(HOLDOUT_DEV) $(call PARAM,detector) $(DEPS_pipeline.eval.
 
 $(STAMPS)/holdout.json: FORCE
 	+@$(PYTHON) -m pipeline.core.stamps tree '$(HOLDOUT)' $@
+
+# A folder of commands by other people (one folder per command, as seeds are; its FONDO is not used) is judged
+# against the evaluation hour of talk: how many the detector finds, and what finding each one costs in false accepts.
+$(STAMPS)/real.json: FORCE
+	$(if $(REAL),,$(error make eval-real: give REAL=<folder> with one folder per command holding other people's recordings, e.g. REAL=../shared/seeds-asrc))
+	+@$(PYTHON) -m pipeline.core.stamps tree '$(REAL)' $@
+
+$(EVAL_REAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_TTS) $(STAMPS)/real.json $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout '$(REAL)' --negatives $(B)/holdout-tts/FONDO --out $(@D) \
+	    --train-manifest $(DATASET) --seeds '$(SEEDS)' --settings $(DETECTOR)
 
 $(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout '$(HOLDOUT_DIR)' --out $(@D) \

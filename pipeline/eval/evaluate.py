@@ -6,7 +6,11 @@ is streamed with ``--context-s`` of quiet before and after it, as a command reac
 like a longer one), and the streaming detector runs on the same stream for the miss rate. Every file under the background
 folder (FONDO) is keyword-free audio of any length, streamed through :class:`pipeline.core.detector.Detector`:
 each event there is a false accept. A threshold sweep gives the DET curve (miss rate of the streaming
-detector on the keyword files against FA/h on the background files) and the miss rate at fixed FA/h.
+detector on the keyword files against FA/h on the background files) and the miss rate at fixed FA/h, and for
+each keyword file the highest on threshold at which the detector still finds it, with the false accepts per hour
+the background files give at that threshold: what finding that file costs. ``--negatives DIR`` takes the
+keyword-free audio from elsewhere (e.g. the hour of talk ``make holdout-tts`` writes) in place of the holdout's
+own FONDO, so a folder of a few recordings (a seeds folder of another person) is judged against a real hour.
 When the holdout carries a ``manifest.json`` with per-file ``snr_db`` / ``voice`` (as
 ``pipeline.eval.holdout_tts`` writes), accuracy is also broken down by SNR bucket and by voice.
 
@@ -59,6 +63,7 @@ log = logging.getLogger(__name__)
 STAGE = "evaluate"
 WAV_SUFFIXES = (".wav", ".WAV")
 FIXED_FA_PER_HOUR: tuple[float, ...] = (0.5, 1.0, 5.0)
+MAX_FILES_LISTED = 50  # keyword files listed one by one in the summary and report (clips.jsonl has them all)
 OPTIMISTIC_LABEL = ("OPTIMISTIC: measured on augmentations of the same seed recordings the model was trained "
                     "on (same speaker, same takes); not an estimate of accuracy on other voices")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -213,6 +218,25 @@ def det_sweep(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], neg_pr
     return curve
 
 
+def firing_thresholds(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settings: DetectorSettings,
+                      classes: Sequence[str], thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[float | None]:
+    """For each keyword clip, the highest on threshold of the grid at which the detector (``settings``' structure)
+    fires the clip's class; None where it never does."""
+    smoothed = [moving_average(p, settings.smooth_windows) for p in pos_probs]
+    best: list[float | None] = [None] * len(smoothed)
+    for t in sorted({float(x) for x in thresholds}):
+        hits = detector_hits(smoothed, pos_labels, with_on_threshold(settings, t), classes)
+        best = [t if hit else b for b, hit in zip(best, hits, strict=True)]
+    return best
+
+
+def fa_per_hour_at(curve: Sequence[Mapping[str, Any]], threshold: float | None) -> float | None:
+    """The negatives' FA/h at an on threshold of the sweep (None: no threshold, or no negatives)."""
+    if threshold is None:
+        return None
+    return next((p["fa_per_hour"] for p in curve if p["on_threshold"] == threshold), None)
+
+
 def miss_at_fa(curve: Sequence[Mapping[str, Any]], targets: Sequence[float]) -> dict[str, Any]:
     """For each FA/h target: the lowest threshold whose FA/h (and every higher one's) meets it, and its miss rate."""
     out: dict[str, Any] = {}
@@ -287,6 +311,17 @@ def holdout_layout(holdout: Path, classes: Sequence[str], background: str) -> di
     return layout
 
 
+def negative_files(folder: Path) -> list[Path]:
+    """The WAVs under ``folder`` (recursively, sorted), for ``--negatives``."""
+    if not folder.is_dir():
+        die(f"{folder}: --negatives folder not found; give a folder of keyword-free WAVs (e.g. the build's "
+            "holdout-tts/FONDO, made by `make holdout-tts`)")
+    wavs = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WAV_SUFFIXES)
+    if not wavs:
+        die(f"{folder}: no WAV files to count false accepts on; give a folder of keyword-free WAVs")
+    return wavs
+
+
 def holdout_meta(holdout: Path) -> dict[str, dict[str, Any]]:
     """relative path -> per-file record from ``<holdout>/manifest.json`` (empty if there is none)."""
     path = holdout / "manifest.json"
@@ -305,7 +340,8 @@ def optimistic_metrics(path: Path | None) -> dict[str, Any] | None:
 
 def format_report(s: Mapping[str, Any]) -> str:
     lines = ["# Held-out evaluation", "", f"model: `{s['model']['path']}` (scored: {s['model']['scored']})  "
-             f"holdout: `{s['holdout']['path']}`", ""]
+             f"holdout: `{s['holdout']['path']}`"
+             + (f"  keyword-free audio: `{s['holdout']['negatives']}`" if s["holdout"].get("negatives") else ""), ""]
     top1 = s["heldout_top1"]
     lines.append(f"**Held-out top-1 (keyword clips): {top1:.3f}** on {s['n_keyword_clips']} clips "
                  f"(leak check: {s['leak_check']['status'].split(' ')[0]})")
@@ -329,6 +365,16 @@ def format_report(s: Mapping[str, Any]) -> str:
         thr = "n/a" if v["on_threshold"] is None else f"{v['on_threshold']:.4f}"
         miss = "n/a" if v["miss_rate"] is None else f"{v['miss_rate']:.3f}"
         lines.append(f"| {k} | {thr} | {miss} |")
+    files = s.get("keyword_files")
+    if files:
+        lines += ["", "Per keyword file: found by the detector; the highest on threshold that still finds it and the "
+                  "false accepts per hour the keyword-free audio gives there", "",
+                  "| file | class | top-1 (p) | found | found up to | FA/h there |", "|---|---|---|---|---|---|"]
+        for r in files:
+            upto = "never" if r["found_up_to"] is None else f"{r['found_up_to']:.4f}"
+            fa = "n/a" if r["fa_per_hour_there"] is None else f"{r['fa_per_hour_there']:.2f}"
+            lines.append(f"| {r['path']} | {r['class']} | {r['predicted']} ({r['confidence']:.3f}) | "
+                         f"{'yes' if r['found'] else 'no'} | {upto} | {fa} |")
     for title, key in (("Accuracy by SNR", "accuracy_by_snr"), ("Accuracy by voice", "accuracy_by_voice")):
         if s.get(key):
             lines += ["", title, "", "| bucket | n | accuracy |", "|---|---|---|"]
@@ -349,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=Path, required=True, help="exported model (pipeline.stages.export)")
     p.add_argument("--holdout", type=Path, required=True, help="one folder per class; FONDO = keyword-free audio")
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole)")
+    p.add_argument("--negatives", type=Path,
+                   help="keyword-free audio (a folder of WAVs, searched recursively) used in place of the holdout's "
+                        "own FONDO folder, e.g. the evaluation talk of `make holdout-tts`")
     p.add_argument("--train-manifest", type=Path, help="training dataset manifest.json (sha256s and voices)")
     p.add_argument("--dataset", type=Path, help="training dataset folder: every clip is hashed for the leak check")
     p.add_argument("--seeds", type=Path, help="training seeds folder: every seed is hashed for the leak check")
@@ -380,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(f"{args.onnx}: {e}")
     bg = classes.index(settings.background_class)
     layout = holdout_layout(args.holdout, classes, settings.background_class)
+    if args.negatives is not None:
+        negatives = negative_files(args.negatives)
+        if settings.background_class in layout:
+            log.info("%s/%s: not used; the keyword-free audio is %s (--negatives)", args.holdout,
+                     settings.background_class, args.negatives)
+        layout[settings.background_class] = negatives
     meta = holdout_meta(args.holdout)
     if settings.background_class not in layout:
         log.warning("%s: no %s folder: false accepts per hour cannot be measured", args.holdout, settings.background_class)
@@ -414,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for cls, files in layout.items():
             for f in files:
-                rel = f.relative_to(args.holdout).as_posix()
+                rel = (f.relative_to(args.holdout).as_posix() if f.is_relative_to(args.holdout)
+                       else f"negatives/{f.relative_to(args.negatives).as_posix()}")
                 audio = load_audio(f, sr)
                 if cls == settings.background_class:
                     probs = stream_probs(model, audio, settings.hop_s)
@@ -446,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_correct = sum(r["correct"] for r in clip_rows)
     hits = detector_hits([moving_average(p, settings.smooth_windows) for p in pos_probs], pos_labels, settings, classes)
     curve = det_sweep(pos_probs, pos_labels, neg_probs, negative_s, settings, classes)
+    for row, hit, upto in zip(clip_rows, hits, firing_thresholds(pos_probs, pos_labels, settings, classes), strict=True):
+        row.update(found=hit, found_up_to=upto, fa_per_hour_there=fa_per_hour_at(curve, upto))
     fa = len(fa_events)
     operating = {"fa_per_hour": fa_per_hour(fa, negative_s) if negative_s > 0 else None,
                  "miss_rate": 1.0 - sum(hits) / len(hits)}
@@ -465,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "detector_settings": settings.as_dict(),
         "detector_miss_rate": operating["miss_rate"],
         "miss_rate_at_fa_per_hour": miss_at_fa(curve, FIXED_FA_PER_HOUR),
+        "keyword_files": clip_rows if len(clip_rows) <= MAX_FILES_LISTED else None,
         "accuracy_by_snr": accuracy_table(clip_rows, "snr_bucket") if has_snr else None,
         "accuracy_by_voice": accuracy_table(clip_rows, "voice") if has_voice else None,
         "det_curve": curve,
@@ -474,7 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": {"path": str(args.onnx), "sha256": sha256_file(args.onnx), "classes": list(classes),
                   "scored": model.metadata.get("scored", "FP32 ONNX"),
                   "contract": model.contract.as_dict()},
-        "holdout": {"path": str(args.holdout), "files": {c: len(fs) for c, fs in layout.items()},
+        "holdout": {"path": str(args.holdout), "negatives": None if args.negatives is None else str(args.negatives),
+                    "files": {c: len(fs) for c, fs in layout.items()},
                     "manifest": bool(meta)},
         "scoring": {"clips": "argmax of the 1 s window (hop_s apart) with the lowest background probability, the "
                              f"clip streamed with {args.context_s:g} s of quiet before and after it",

@@ -259,3 +259,63 @@ def test_a_file_of_about_one_second_is_slid_over_not_scored_by_its_one_window(tm
     bare = json.loads((tmp_path / "bare" / "summary.json").read_text(encoding="utf-8"))
     assert bare["heldout_top1"] == 0.0 and bare["detector_miss_rate"] == 1.0
     assert slid["heldout_top1"] == 1.0 and slid["detector_miss_rate"] == 0.0
+
+
+def test_negatives_from_elsewhere_replace_the_holdouts_own_fondo(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    talk = tmp_path / "talk"
+    shutil.move(tiny_holdout / "FONDO", talk)
+    # the holdout's own background now holds a BRAVO tone: counted, it would be a second false accept
+    with_bravo = quiet_noise(6.0, seed=40)
+    with_bravo[2 * SR: 2 * SR + 8000] += tone(2000.0, 0.5, 0.0, seed=41)
+    write_wav(tiny_holdout / "FONDO" / "room.wav", with_bravo)
+    out = tmp_path / "e"
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--negatives", str(talk),
+                    "--out", str(out), "--skip-leak-check") == 0
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["negative_hours"] == pytest.approx(30.0 / 3600) and s["n_negative_files"] == 3
+    (event,) = s["false_accept_events"]
+    assert event["file"] == "negatives/n2.wav" and event["class_name"] == "ALFA"
+    assert s["holdout"]["negatives"] == str(talk)
+    assert f"keyword-free audio: `{talk}`" in capsys.readouterr().out
+
+
+def test_negatives_folder_without_wavs_is_one_clear_error(tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--negatives", str(folder),
+                        "--out", str(tmp_path / "e"), "--skip-leak-check") != 0
+        assert str(folder) in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_each_keyword_file_says_up_to_which_threshold_it_is_found_and_what_that_costs(
+        tiny_onnx: Path, tiny_holdout: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    assert run_eval("--onnx", str(tiny_onnx), "--holdout", str(tiny_holdout), "--out", str(out), "--skip-leak-check") == 0
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    rows = {r["path"]: r for r in s["keyword_files"]}
+    assert len(rows) == 7
+    on = s["detector_settings"]["on_threshold"]
+    curve = {p["on_threshold"]: p["fa_per_hour"] for p in s["det_curve"]}
+    # an ALFA tone filed under BRAVO never makes the detector fire BRAVO
+    assert rows["BRAVO/b_wrong.wav"]["found_up_to"] is None and rows["BRAVO/b_wrong.wav"]["fa_per_hour_there"] is None
+    for path in ("ALFA/a0.wav", "BRAVO/b0.wav"):
+        r = rows[path]
+        assert r["found"] and r["found_up_to"] >= on and r["fa_per_hour_there"] == curve[r["found_up_to"]]
+    assert all(r["found"] == (r["found_up_to"] is not None and r["found_up_to"] >= on) for r in rows.values())
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| BRAVO/b_wrong.wav | BRAVO | ALFA (" in report and "| never | n/a |" in report
+
+
+def test_firing_thresholds_is_the_highest_threshold_that_still_fires() -> None:
+    from pipeline.core.detector import DetectorSettings
+
+    classes = ["ALFA", "BRAVO", "FONDO"]
+    settings = DetectorSettings(smooth_windows=1, min_consecutive_windows=2, on_threshold=0.9, off_threshold=0.5)
+    run = np.array([[0.02, 0.02, 0.96], [0.955, 0.02, 0.025], [0.952, 0.02, 0.028], [0.99, 0.0, 0.01],
+                    [0.02, 0.02, 0.96]])
+    quiet = np.tile([0.1, 0.1, 0.8], (5, 1))
+    # two windows in a row at 0.955 and 0.952: the run's floor is 0.952, so 0.95 is the grid's highest that fires
+    assert evaluate.firing_thresholds([run, quiet, run], [0, 0, 1], settings, classes) == [0.95, None, None]

@@ -87,3 +87,21 @@ def test_the_tts_sets_rebuild_when_their_texts_change(tmp_path: Path) -> None:
     for source in ("pipeline/audio/texts.py", "pipeline/audio/tts.py", "pipeline/eval/holdout_tts.py"):
         out = make_n("-W", source, "holdout-dev", "holdout-tts", build=b)
         assert f"--split dev --out {b}/holdout-dev" in out and f"--out {b}/holdout-tts" in out, source
+
+
+def test_eval_real_judges_other_peoples_takes_against_the_evaluation_talk(tmp_path: Path) -> None:
+    real = tmp_path / "other person"
+    (real / "SALIR").mkdir(parents=True)
+    (real / "SALIR" / "a.wav").write_bytes(b"1")
+    b = tmp_path / "b"
+    out = make_n("eval-real", f"REAL={real}", build=b).replace("\\\n", " ")
+    assert f"-m pipeline.eval.holdout_tts --params {b}/params/holdout_tts.json --out {b}/holdout-tts" in out
+    line = next(x for x in out.splitlines() if "-m pipeline.eval.evaluate" in x)
+    assert f"--holdout '{real}' --negatives {b}/holdout-tts/FONDO --out {b}/eval-real" in line
+    assert f"--train-manifest {b}/dataset/manifest.json --seeds 'data/demo-seeds' --settings {b}/detector/settings.json" in line
+
+
+def test_eval_real_without_a_folder_says_what_to_give(tmp_path: Path) -> None:
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-n", f"BUILD={tmp_path / 'b'}", "RUNNER=local", "eval-real"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode != 0 and "give REAL=<folder>" in r.stderr
