@@ -88,7 +88,7 @@ def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_window
 
     Each window is what the board scores: its own features, the whole model. Where the model is the
     embedding family and the hop is whole feature frames, the windows of a batch share their features and
-    embeddings (:func:`shared_logits`): the same logits for every window, computed about 3x faster.
+    embeddings (:func:`window_embeddings`): the same logits for every window, computed about 3x faster.
     """
     from pipeline.audio.features import logmel
     from pipeline.model.infer import softmax
@@ -100,23 +100,30 @@ def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_window
         out = [model.probs(logmel(batch, contract))
                for batch in iter_window_batches(audio, contract.clip_samples, hop, batch_windows)]
     else:
-        starts = window_starts(len(audio), contract.clip_samples, hop)
-        x = np.zeros(int(starts[-1]) + contract.clip_samples, dtype=np.float32)
-        x[: min(len(audio), len(x))] = audio[: len(x)]
-        out = [softmax(shared_logits(model, split, x[starts[b]: starts[min(b + batch_windows, len(starts)) - 1]
-                                                       + contract.clip_samples], hop))
-               for b in range(0, len(starts), batch_windows)]
+        out = [softmax(split.head_logits(e)) for e in _embedding_batches(model, split, audio, hop, batch_windows)]
     return np.concatenate(out, axis=0).astype(np.float64)
 
 
-def shared_logits(model: OnnxModel, split: EmbeddingSplit, span: np.ndarray, hop: int) -> np.ndarray:
-    """Logits of the windows starting every ``hop`` samples in ``span`` (float32 samples, whole windows only).
+def _embedding_batches(model: OnnxModel, split: EmbeddingSplit, audio: np.ndarray, hop: int,
+                       batch_windows: int) -> Iterator[np.ndarray]:
+    """:func:`window_embeddings` of the windows of ``audio`` (zero-padded to whole windows), ``batch_windows`` at a time."""
+    c = model.contract
+    starts = window_starts(len(audio), c.clip_samples, hop)
+    x = np.zeros(int(starts[-1]) + c.clip_samples, dtype=np.float32)
+    x[: min(len(audio), len(x))] = audio[: len(x)]
+    for b in range(0, len(starts), batch_windows):
+        yield window_embeddings(model, split, x[starts[b]: starts[min(b + batch_windows, len(starts)) - 1] + c.clip_samples],
+                                hop)
+
+
+def window_embeddings(model: OnnxModel, split: EmbeddingSplit, span: np.ndarray, hop: int) -> np.ndarray:
+    """The head's input ``(n_windows, n_embeddings, dim)`` for the windows starting every ``hop`` samples in ``span``.
 
     The features of the whole span are computed once: a frame depends only on its own samples, so the frames
     of a window that starts on a frame boundary are a slice of them, except where the contract's ``top_db``
-    floor lifts some (it is per window): such windows (near digital silence) are scored one by one. The
+    floor lifts some (it is per window): such windows (near digital silence) get their own features. The
     embeddings at every frame a window needs are computed once, one pass of the front end per residue of the
-    window starts modulo its stride, and gathered per window for the head.
+    window starts modulo its stride, and gathered per window.
     """
     from pipeline.audio.features import logmel
 
@@ -133,15 +140,26 @@ def shared_logits(model: OnnxModel, split: EmbeddingSplit, span: np.ndarray, hop
     with concurrent.futures.ThreadPoolExecutor(min(model.row_threads, len(residues))) as pool:
         by_residue = dict(zip(residues, pool.map(lambda r: split.embed(feats[r:]), residues)))
     step = split.stride_frames
-    logits = split.head_logits(np.stack([by_residue[f % step][f // step: f // step + split.n_embeddings]
-                                         for f in (int(f) for f in first)]))
+    out = np.stack([by_residue[f % step][f // step: f // step + split.n_embeddings] for f in (int(f) for f in first)])
     if c.top_db > 0:
         frames = np.lib.stride_tricks.sliding_window_view(np.arange(len(db)), c.n_frames)[first]
         lifted = np.flatnonzero(db.min(axis=1)[frames].min(axis=1) < db.max(axis=1)[frames].max(axis=1) - c.top_db)
-        if lifted.size:
-            windows = np.stack([x[i * hop: i * hop + c.clip_samples] for i in lifted])
-            logits[lifted] = model.logits(logmel(windows, c))
-    return logits
+        for i in lifted:
+            out[i] = split.embed(logmel(x[i * hop: i * hop + c.clip_samples], c)[0, 0])
+    return out
+
+
+def stream_embeddings(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_windows: int = 256) -> np.ndarray:
+    """The head's input for every window of ``audio`` that :func:`stream_probs` scores, for an embedding-family
+    model whose graph splits after its embedding (:meth:`OnnxModel.embedding_split`): any head trained on the
+    same frozen embedding can then score the stream without running the front end again."""
+    contract: FeatureContract = model.contract
+    hop = hop_samples_for(hop_s, contract.sample_rate)
+    split = model.embedding_split() if hop % contract.hop_length == 0 else None
+    if split is None:
+        raise ValueError(f"{model.path}: not an embedding-family graph that splits after its embedding at a hop of "
+                         f"{hop_s} s; its windows have no shared embeddings")
+    return np.concatenate(list(_embedding_batches(model, split, audio, hop, batch_windows)), axis=0)
 
 
 # Audio streamed around a keyword clip when measuring whether the detector finds it: a clip that starts

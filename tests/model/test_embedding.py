@@ -189,6 +189,21 @@ def test_a_stream_shares_embeddings_and_gets_each_windows_own_scores(built: dict
     np.testing.assert_allclose(stream_probs(model, short, 0.1), _window_by_window(model, short, 1600), rtol=0, atol=1e-6)
 
 
+def test_the_embeddings_of_a_stream_are_what_its_head_scores(built: dict[str, Path], tmp_path: Path) -> None:
+    from pipeline.eval.detect import stream_embeddings, stream_probs
+    from pipeline.model.infer import softmax
+    from tests.eval.conftest import export_tiny_onnx
+
+    model = OnnxModel(built["onnx"])
+    audio = np.concatenate([0.02 * np.random.default_rng(9).standard_normal(45000), np.zeros(40000)]).astype(np.float32)
+    e = stream_embeddings(model, audio, 0.1, batch_windows=5)
+    assert e.shape[1:] == (model.embedding_split().n_embeddings, 96)
+    np.testing.assert_allclose(softmax(model.embedding_split().head_logits(e)), stream_probs(model, audio, 0.1),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="splits after its embedding"):
+        stream_embeddings(OnnxModel(export_tiny_onnx(tmp_path / "crnn.onnx")), audio, 0.1)
+
+
 def test_the_int8_graph_of_the_emulator_shares_embeddings_too(built: dict[str, Path], tmp_path: Path) -> None:
     from pipeline.eval.detect import stream_probs
     from pulsar2.emulator.quantize import quantize
