@@ -2,8 +2,9 @@
 
 Every variant shares the build's frozen embedding, so the embeddings of every window the evaluation streams are
 computed once with the exported model's own front end (``pipeline.eval.detect.stream_embeddings``) and cached in
-``<build>/head_training_cache/``: the development set, the evaluation set and a folder of real takes (one folder
-per command, as seeds are), each command inside 1 s of quiet as ``make eval`` streams it. Each variant trains
+``<build>/head_training_cache/`` (by name: delete it when the build or the takes change): the development set, the
+evaluation set and a folder of real takes (one folder per command, as seeds are), each command inside 1 s of quiet
+as ``make eval`` streams it. Each variant trains
 ``--heads`` heads with the train stage's own ``train_model`` on ``<build>/embeddings`` and merges them
 (``mean_of_heads``), chooses its detector on the development set as ``make detector`` does and is scored as
 ``make eval`` and ``make eval-real`` score: about 30 s a variant on 2 cores instead of a rebuild. ``shipped``
