@@ -43,7 +43,7 @@ def capture(model, layout, path):
     if path.exists():
         z = np.load(path)
         return ([z[f"n{i}"] for i in range(int(z["n_neg"]))], [z[f"p{i}"] for i in range(len(z["labels"]))],
-                list(z["labels"]), float(z["negative_s"]))
+                [int(v) for v in z["labels"]], float(z["negative_s"]))
     sr = model.contract.sample_rate
     neg, pos, labels, negative_s = [], [], [], 0.0
     for cls, files in layout.items():
