@@ -149,7 +149,7 @@ INDEX      := $(B)/artifacts.txt
 
 .PHONY: all voices dataset features embeddings train onnx parity calib npu-inputs config axmodel quant-report \
         demo-seeds demo-stream test test-fast lint clean help where holdout-tts holdout-dev detector eval eval-int8 \
-        eval-real
+        eval-real eval-real-int8
 
 all: $(INDEX)                  ## everything: dataset ... compiled.axmodel, quant report, board inputs, detector, runtime
 voices: $(VOICES)              ## the commands and keyword-free talk by synthetic speakers (espeak-ng)
@@ -273,6 +273,7 @@ HOLDOUT_TTS   := $(B)/holdout-tts/manifest.json
 EVAL          := $(B)/eval/summary.json
 EVAL_INT8     := $(B)/eval-int8/summary.json
 EVAL_REAL     := $(B)/eval-real/summary.json
+EVAL_REAL_INT8 := $(B)/eval-real-int8/summary.json
 INT8_ONNX     := $(B)/pulsar2/output/emulated_int8.onnx
 HOLDOUT_DIR   := $(or $(HOLDOUT),$(B)/holdout-tts)
 # A user's holdout folder by content; the TTS holdout is a target of its own.
@@ -284,6 +285,7 @@ detector: $(DETECTOR)          ## detector settings chosen and calibrated on the
 eval: $(EVAL)                  ## held-out evaluation with leak check (make eval HOLDOUT=<dir>; default holdout-tts)
 eval-int8: $(EVAL_INT8)        ## the same evaluation of the (EMULATED) INT8 axmodel: the NPU path on the holdout
 eval-real: $(EVAL_REAL)        ## the commands by other people (REAL=<dir>) against the evaluation hour of talk, file by file
+eval-real-int8: $(EVAL_REAL_INT8) ## the same on the (EMULATED) INT8 model inside the axmodel
 
 # The TTS sets are spoken by the image's espeak-ng, like the voices stage.
 $(HOLDOUT_TTS): $(call PARAM,holdout_tts) $(VOCABULARY) $(DEPS_pipeline.eval.holdout_tts) $(TRAIN_IMAGE)
@@ -306,9 +308,12 @@ $(STAMPS)/real.json: FORCE
 	$(if $(REAL),,$(error make eval-real: give REAL=<folder> with one folder per command holding other people's recordings, e.g. REAL=../shared/seeds-asrc))
 	+@$(PYTHON) -m pipeline.core.stamps tree '$(REAL)' $@
 
-$(EVAL_REAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_TTS) $(STAMPS)/real.json $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
-	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout '$(REAL)' --negatives $(B)/holdout-tts/FONDO --out $(@D) \
-	    --train-manifest $(DATASET) --seeds '$(SEEDS)' --settings $(DETECTOR)
+$(EVAL_REAL) $(EVAL_REAL_INT8): $(B)/%/summary.json: $(DATASET) $(DETECTOR) $(HOLDOUT_TTS) $(STAMPS)/real.json \
+                                $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
+	$(RUN) -m pipeline.eval.evaluate --onnx $(if $(filter eval-real-int8,$*),$(INT8_ONNX),$(ONNX)) --holdout '$(REAL)' \
+	    --negatives $(B)/holdout-tts/FONDO --out $(@D) --train-manifest $(DATASET) --seeds '$(SEEDS)' --settings $(DETECTOR)
+$(EVAL_REAL): $(ONNX)
+$(EVAL_REAL_INT8): $(INT8_ONNX)
 
 $(EVAL): $(ONNX) $(DATASET) $(DETECTOR) $(HOLDOUT_STAMP) $(DEPS_pipeline.eval.evaluate) $(TRAIN_IMAGE)
 	$(RUN) -m pipeline.eval.evaluate --onnx $(ONNX) --holdout '$(HOLDOUT_DIR)' --out $(@D) \

@@ -94,11 +94,13 @@ def test_eval_real_judges_other_peoples_takes_against_the_evaluation_talk(tmp_pa
     (real / "SALIR").mkdir(parents=True)
     (real / "SALIR" / "a.wav").write_bytes(b"1")
     b = tmp_path / "b"
-    out = make_n("eval-real", f"REAL={real}", build=b).replace("\\\n", " ")
-    assert f"-m pipeline.eval.holdout_tts --params {b}/params/holdout_tts.json --out {b}/holdout-tts" in out
-    line = next(x for x in out.splitlines() if "-m pipeline.eval.evaluate" in x)
-    assert f"--holdout '{real}' --negatives {b}/holdout-tts/FONDO --out {b}/eval-real" in line
-    assert f"--train-manifest {b}/dataset/manifest.json --seeds 'data/demo-seeds' --settings {b}/detector/settings.json" in line
+    for target, onnx in (("eval-real", f"{b}/model/kws.onnx"), ("eval-real-int8", f"{b}/pulsar2/output/emulated_int8.onnx")):
+        out = make_n(target, f"REAL={real}", build=b).replace("\\\n", " ")
+        assert f"-m pipeline.eval.holdout_tts --params {b}/params/holdout_tts.json --out {b}/holdout-tts" in out
+        line = " ".join(next(x for x in out.splitlines() if "-m pipeline.eval.evaluate" in x).split())
+        assert f"--onnx {onnx} --holdout '{real}' --negatives {b}/holdout-tts/FONDO --out {b}/{target} " in line
+        assert (f"--train-manifest {b}/dataset/manifest.json --seeds 'data/demo-seeds' "
+                f"--settings {b}/detector/settings.json") in line
 
 
 def test_eval_real_without_a_folder_says_what_to_give(tmp_path: Path) -> None:
