@@ -4,10 +4,9 @@ Every variant shares the build's frozen embedding, so the embeddings of every wi
 computed once with the exported model's own front end (``pipeline.eval.detect.stream_embeddings``) and cached in
 ``<build>/head_training_cache/`` (by name: delete it when the build or the takes change): the development set, the
 evaluation set and a folder of real takes (one folder per command, as seeds are), each command inside 1 s of quiet
-as ``make eval`` streams it. Each variant trains
-``--heads`` heads with the train stage's own ``train_model`` on ``<build>/embeddings`` and merges them
-(``mean_of_heads``), chooses its detector on the development set as ``make detector`` does and is scored as
-``make eval`` and ``make eval-real`` score: about 30 s a variant on 2 cores instead of a rebuild. ``shipped``
+as ``make eval`` streams it. Each variant trains ``--heads`` heads with the train stage's own ``fit`` (the
+ensemble it ships) on ``<build>/embeddings``, chooses its detector on the development set as ``make detector``
+does and is scored as ``make eval`` and ``make eval-real`` score: about 30 s a variant on 2 cores instead of a rebuild. ``shipped``
 scores the build's own checkpoint, which must reproduce the build's ``make eval`` figures.
 
     python docs/experiments/head_training.py --build /tmp/exp/f5 --real ../shared/seeds-asrc shipped defaults ls0.1
@@ -29,11 +28,11 @@ from pipeline.core.detector import Detector, DetectorSettings, moving_average
 from pipeline.eval.detect import in_context, stream_embeddings
 from pipeline.eval.detector_calib import choose
 from pipeline.eval.evaluate import best_window, det_sweep, detector_hits, holdout_layout, miss_at_fa
-from pipeline.model.embedding import EmbeddingConfig, Head, mean_of_heads
+from pipeline.model.embedding import EmbeddingConfig, Head
 from pipeline.model.infer import OnnxModel
 from pipeline.model.runtime import configure_torch
 from pipeline.stages.embeddings import EmbeddingSet
-from pipeline.stages.train import TrainSettings, build_model, load_split, train_model
+from pipeline.stages.train import TrainSettings, fit, load_split
 
 BG = "FONDO"
 
@@ -149,18 +148,13 @@ def main():
         else:
             over = dict(variants[name])
             rows_used = over.pop("rows", every)
-            a = argparse.Namespace(**{**params, **over}, threads=2, features=b / "features")
-            seed = a.seed if args.first_seed is None else args.first_seed
+            seed = params["seed"] if args.first_seed is None else args.first_seed
+            a = argparse.Namespace(**{**params, **over, "seed": seed, "head_ensemble": args.heads}, threads=2,
+                                   features=b / "features")
             st = TrainSettings(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, early_stop=a.early_stop,
                                patience=a.patience, min_delta=a.min_delta, seed=seed,
                                label_smoothing=a.label_smoothing, weight_decay=a.weight_decay)
-            heads = []
-            for k in range(args.heads):
-                torch.manual_seed(seed + k)
-                _, h, _ = build_model(a, len(classes), fs.contract)
-                train_model(h, x_tr[rows_used], y_tr[rows_used], x_va, y_va, dataclasses.replace(st, seed=seed + k))
-                heads.append(h)
-            head = mean_of_heads(heads) if len(heads) > 1 else heads[0]
+            head, _ = fit(a, (x_tr[rows_used], y_tr[rows_used], x_va, y_va), st, False, len(classes), fs.contract)
         row = {"variant": name, "first_seed": None if name == "shipped" else seed, **assess(head, sets, classes)}
         print(json.dumps(row), flush=True)
 
