@@ -11,6 +11,7 @@ scores the build's own checkpoint, which must reproduce the build's ``make eval`
 
     python docs/experiments/head_training.py --build /tmp/exp/f5 --real ../shared/seeds-asrc shipped defaults ls0.1
     python docs/experiments/head_training.py --build /tmp/exp/f5 --real ../shared/seeds-asrc --first-seed 2000 defaults
+    python docs/experiments/head_training.py --build /tmp/exp/f5 --real ../shared/seeds-asrc centred+neural_x3
 """
 import argparse
 import dataclasses
@@ -122,20 +123,23 @@ def main():
     source = np.array([kind[r["path"]] for r in rows])
     every = np.arange(len(rows))
 
-    def counted(k, times):  # the command clips of one source counted `times` times
-        return np.sort(np.concatenate([every] + [every[command & (source == k)]] * (times - 1)))
+    def counted(k, times, commands_only=True):  # the (command) clips of one source counted `times` times
+        of = (source == k) & (command if commands_only else True)
+        return np.sort(np.concatenate([every] + [every[of]] * (times - 1)))
 
     def kept(k, share, commands_only=True):  # that share of one source's clips, spread evenly
         of = (source == k) & (command if commands_only else True)
         return every[~of | (every % 100 < share * 100)]
 
     variants = {
-        "defaults": {}, "ls0.1": {"label_smoothing": 0.1}, "ls0.2": {"label_smoothing": 0.2},
+        "defaults": {}, "centred": {"head_centre": True}, "raw": {"head_centre": False}, "ls0.1": {"label_smoothing": 0.1}, "ls0.2": {"label_smoothing": 0.2},
         "wd0.05": {"weight_decay": 0.05}, "ls0.1_wd0.05": {"label_smoothing": 0.1, "weight_decay": 0.05},
         "drop0.5": {"head_dropout": 0.5}, "hidden64": {"head_hidden": 64}, "hidden256": {"head_hidden": 256},
         "layers1": {"head_layers": 1},
         "neural_x2": {"rows": counted("neural", 2)}, "neural_x3": {"rows": counted("neural", 3)},
         "neural_x3_ls0.1": {"rows": counted("neural", 3), "label_smoothing": 0.1},
+        "near_x2": {"rows": counted("near", 2, commands_only=False)},
+        "near_x3": {"rows": counted("near", 3, commands_only=False)},
         "user_half": {"rows": kept("user", 0.5)}, "no_near": {"rows": kept("near", 0.0, commands_only=False)},
         "tts_half": {"rows": kept("tts", 0.5)}, "no_tts": {"rows": kept("tts", 0.0)},
     }
@@ -146,11 +150,12 @@ def main():
             head = Head(EmbeddingConfig.from_mapping(ck["model_config"]))
             head.load_state_dict(ck["state_dict"])
         else:
-            over = dict(variants[name])
+            over = {k: v for part in name.split("+") for k, v in variants[part].items()}  # a+b: both
             rows_used = over.pop("rows", every)
             seed = params["seed"] if args.first_seed is None else args.first_seed
-            a = argparse.Namespace(**{**params, **over, "seed": seed, "head_ensemble": args.heads}, threads=2,
-                                   features=b / "features")
+            # builds from before head_centre trained on the raw embeddings
+            used = {"head_centre": False, **params, **over, "seed": seed, "head_ensemble": args.heads}
+            a = argparse.Namespace(**used, threads=2, features=b / "features")
             st = TrainSettings(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, early_stop=a.early_stop,
                                patience=a.patience, min_delta=a.min_delta, seed=seed,
                                label_smoothing=a.label_smoothing, weight_decay=a.weight_decay)

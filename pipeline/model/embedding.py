@@ -219,6 +219,33 @@ class Head(nn.Module):
         return self.net(e)
 
 
+class TimeCentred(nn.Module):
+    """Training wrapper: ``head`` on the window's embeddings minus their mean over the window. What stays the
+    same through the whole window (the speaker's timbre, the microphone, the room) is removed before the head
+    sees it; :func:`fold_time_centring` turns the trained pair into one plain :class:`Head`."""
+
+    def __init__(self, head: Head) -> None:
+        super().__init__()
+        self.head = head
+        self.config = head.config
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.head(e - e.mean(dim=1, keepdim=True))
+
+
+def fold_time_centring(centred: TimeCentred) -> Head:
+    """A plain :class:`Head` with the same logits as ``centred``: the centring is linear, so the first layer absorbs
+    it (each input's weight minus the mean of that embedding dimension's weights over the window's positions)."""
+    head = centred.head
+    folded = Head(head.config)
+    folded.load_state_dict(head.state_dict())
+    first = next(m for m in folded.net if isinstance(m, nn.Linear))
+    with torch.no_grad():
+        w = first.weight.view(first.out_features, head.config.n_windows, EMBEDDING_DIM)
+        w.sub_(w.mean(dim=1, keepdim=True))
+    return folded.train(centred.training)
+
+
 def mean_of_heads(heads: Sequence[Head]) -> Head:
     """One :class:`Head` whose logits are the mean of ``heads``' logits (same config each): the members' hidden
     units side by side, hidden-to-hidden weights block-diagonal, output weights concatenated and divided by

@@ -8,7 +8,9 @@ measures ``split == "test"``. Outputs in ``--out``: ``train_log.csv``, ``metrics
 
 The embedding family trains ``head_ensemble`` heads from seeds ``seed``, ``seed + 1``, … and saves them as one head
 whose logits are the mean of theirs (``pipeline.model.embedding.mean_of_heads``): single heads differ a lot from
-seed to seed on voices they have not heard, their mean much less.
+seed to seed on voices they have not heard, their mean much less. With ``head_centre`` each head trains on the
+window's embeddings minus their mean over the window (what a whole window shares: the speaker, the microphone, the
+room), and the centring is folded into its first layer: the saved head is a plain one.
 
 Deterministic: the same seed, data and thread count give the same weights (torch.manual_seed,
 deterministic algorithms, batch order from ``np.random.Generator((seed, epoch))``).
@@ -385,8 +387,12 @@ def fit(args: argparse.Namespace, data: tuple[np.ndarray, ...], settings: TrainS
                      args.threads)
         else:
             log.info("ensemble: head %d of %d (seed %d)", k + 1, args.head_ensemble, args.seed + k)
-        members.append((trained, train_model(trained, x_tr, y_tr, x_va, y_va,
-                                             dataclasses.replace(settings, seed=args.seed + k), progress=progress)))
+        member_settings = dataclasses.replace(settings, seed=args.seed + k)
+        if args.family == "embedding" and args.head_centre:
+            trained, result = centred_training(trained, x_tr, y_tr, x_va, y_va, member_settings, progress)
+        else:
+            result = train_model(trained, x_tr, y_tr, x_va, y_va, member_settings, progress=progress)
+        members.append((trained, result))
     if len(members) == 1:
         return members[0]
     from pipeline.model.embedding import mean_of_heads
@@ -398,6 +404,18 @@ def fit(args: argparse.Namespace, data: tuple[np.ndarray, ...], settings: TrainS
              ", ".join(f"{r.best_val_loss:.4f}" for _, r in members))
     return merged, TrainResult(merged.state_dict(), members[0][1].best_epoch, val_loss,
                                sum(r.epochs_run for _, r in members), all(r.stopped_early for _, r in members), history)
+
+
+def centred_training(head: Any, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
+                     settings: TrainSettings, progress: bool) -> tuple[Any, TrainResult]:
+    """Train ``head`` on each window's embeddings minus their mean over the window, and fold the centring into its
+    first layer: (a plain head, its result with the folded weights)."""
+    from pipeline.model.embedding import TimeCentred, fold_time_centring
+
+    centred = TimeCentred(head)
+    result = train_model(centred, x_tr, y_tr, x_va, y_va, settings, progress=progress)
+    folded = fold_time_centring(centred)
+    return folded, dataclasses.replace(result, state_dict=folded.state_dict())
 
 
 def training_device(choice: str) -> str:

@@ -256,6 +256,45 @@ def test_the_mean_of_heads_is_one_head_with_the_mean_of_their_logits(layers: int
         E.mean_of_heads([heads[0], E.Head(E.EmbeddingConfig(n_classes=5, n_frames=198, head_hidden=8))])
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_time_centring_folds_into_the_first_layer(layers: int) -> None:
+    config = E.EmbeddingConfig(n_classes=5, n_frames=198, head_hidden=7, head_layers=layers)
+    torch.manual_seed(0)
+    centred = E.TimeCentred(E.Head(config)).eval()
+    folded = E.fold_time_centring(centred).eval()
+    assert type(folded) is E.Head and folded.config == config
+    e = torch.randn(4, config.n_windows, E.EMBEDDING_DIM)
+    shift = torch.randn(4, 1, E.EMBEDDING_DIM) * 3   # the same in every window position: removed by the centring
+    with torch.no_grad():
+        torch.testing.assert_close(folded(e), centred(e), rtol=0, atol=1e-5)
+        torch.testing.assert_close(folded(e + shift), folded(e), rtol=0, atol=1e-4)
+        assert (centred.head(e + shift) - centred.head(e)).abs().max() > 1e-2  # the unfolded head is not invariant
+
+
+def _offset_change(ckpt_path: Path) -> float:
+    """How far the trained head's logits move when one vector is added to every embedding of a window."""
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    head = E.Head(E.EmbeddingConfig.from_mapping(ckpt["model_config"]))
+    head.load_state_dict(ckpt["state_dict"])
+    head.eval()
+    torch.manual_seed(1)
+    e = torch.randn(8, head.config.n_windows, E.EMBEDDING_DIM)
+    with torch.no_grad():
+        return float((head(e + torch.randn(8, 1, E.EMBEDDING_DIM)) - head(e)).abs().max())
+
+
+def test_the_train_stage_saves_a_centred_head_as_a_plain_one(built: dict[str, Path], tmp_path: Path) -> None:
+    common = ["--features", str(built["features"]), "--embeddings", str(built["embeddings"]), "--epochs", "2",
+              "--threads", "1", "--no-progress", "--head-hidden", "16", "--head-ensemble", "2"]
+    assert run_main(train_mod.main, [*common, "--out", str(tmp_path / "centred"), "--head-centre"]) == 0
+    assert run_main(train_mod.main, [*common, "--out", str(tmp_path / "raw"), "--no-head-centre"]) == 0
+    assert _offset_change(tmp_path / "centred/ckpt.pt") < 1e-4
+    assert _offset_change(tmp_path / "raw/ckpt.pt") > 1e-2
+    assert run_main(export_mod.main, ["--ckpt", str(tmp_path / "centred/ckpt.pt"), "--features", str(built["features"]),
+                                      "--out", str(tmp_path / "centred.onnx"), "--threads", "1"]) == 0
+    assert {n.op_type for n in onnx.load(str(tmp_path / "centred.onnx")).graph.node} <= AX620E_OPS
+
+
 def test_an_ensemble_trains_each_head_and_exports_as_one(built: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "ens"
     assert run_main(train_mod.main, ["--features", str(built["features"]), "--embeddings", str(built["embeddings"]),
