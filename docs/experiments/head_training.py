@@ -132,7 +132,8 @@ def main():
         return every[~of | (every % 100 < share * 100)]
 
     variants = {
-        "defaults": {}, "centred": {"head_centre": True}, "raw": {"head_centre": False}, "ls0.1": {"label_smoothing": 0.1}, "ls0.2": {"label_smoothing": 0.2},
+        "defaults": {}, "centred": {"head_centre": True}, "raw": {"head_centre": False},
+        "ls0.1": {"label_smoothing": 0.1}, "ls0.2": {"label_smoothing": 0.2},
         "wd0.05": {"weight_decay": 0.05}, "ls0.1_wd0.05": {"label_smoothing": 0.1, "weight_decay": 0.05},
         "drop0.5": {"head_dropout": 0.5}, "hidden64": {"head_hidden": 64}, "hidden256": {"head_hidden": 256},
         "layers1": {"head_layers": 1},
