@@ -70,14 +70,20 @@ def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> np.n
     return np.arange(n, dtype=np.int64) * hop_samples
 
 
-def iter_window_batches(audio: np.ndarray, window_samples: int, hop_samples: int,
-                        batch_windows: int = 256) -> Iterator[np.ndarray]:
-    """Yield float32 ``(k, window_samples)`` batches of windows (zero-padded at the end)."""
+def padded_to_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 ``audio`` zero-padded so that its last window is whole, :func:`window_starts` of it)."""
     x = np.asarray(audio, dtype=np.float32)
     starts = window_starts(len(x), window_samples, hop_samples)
     need = int(starts[-1]) + window_samples
     if need > len(x):
         x = np.concatenate([x, np.zeros(need - len(x), dtype=np.float32)])
+    return x, starts
+
+
+def iter_window_batches(audio: np.ndarray, window_samples: int, hop_samples: int,
+                        batch_windows: int = 256) -> Iterator[np.ndarray]:
+    """Yield float32 ``(k, window_samples)`` batches of windows (zero-padded at the end)."""
+    x, starts = padded_to_windows(audio, window_samples, hop_samples)
     view = np.lib.stride_tricks.sliding_window_view(x, window_samples)[::hop_samples]
     for b in range(0, len(starts), batch_windows):
         yield np.array(view[b: b + batch_windows])  # a writable copy (the view is read-only; torch warns on those)
@@ -95,7 +101,7 @@ def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_window
 
     contract: FeatureContract = model.contract
     hop = hop_samples_for(hop_s, contract.sample_rate)
-    split = model.embedding_split() if hop % contract.hop_length == 0 else None
+    split = _shared_split(model, hop)
     if split is None:
         out = [model.probs(logmel(batch, contract))
                for batch in iter_window_batches(audio, contract.clip_samples, hop, batch_windows)]
@@ -104,13 +110,17 @@ def stream_probs(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_window
     return np.concatenate(out, axis=0).astype(np.float64)
 
 
+def _shared_split(model: OnnxModel, hop: int) -> EmbeddingSplit | None:
+    """The model's graph cut after its embedding where windows ``hop`` samples apart can share embeddings (an
+    embedding-family model, a hop of whole feature frames); None elsewhere."""
+    return model.embedding_split() if hop % model.contract.hop_length == 0 else None
+
+
 def _embedding_batches(model: OnnxModel, split: EmbeddingSplit, audio: np.ndarray, hop: int,
                        batch_windows: int) -> Iterator[np.ndarray]:
     """:func:`window_embeddings` of the windows of ``audio`` (zero-padded to whole windows), ``batch_windows`` at a time."""
     c = model.contract
-    starts = window_starts(len(audio), c.clip_samples, hop)
-    x = np.zeros(int(starts[-1]) + c.clip_samples, dtype=np.float32)
-    x[: min(len(audio), len(x))] = audio[: len(x)]
+    x, starts = padded_to_windows(audio, c.clip_samples, hop)
     for b in range(0, len(starts), batch_windows):
         yield window_embeddings(model, split, x[starts[b]: starts[min(b + batch_windows, len(starts)) - 1] + c.clip_samples],
                                 hop)
@@ -155,7 +165,7 @@ def stream_embeddings(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_w
     same frozen embedding can then score the stream without running the front end again."""
     contract: FeatureContract = model.contract
     hop = hop_samples_for(hop_s, contract.sample_rate)
-    split = model.embedding_split() if hop % contract.hop_length == 0 else None
+    split = _shared_split(model, hop)
     if split is None:
         raise ValueError(f"{model.path}: not an embedding-family graph that splits after its embedding at a hop of "
                          f"{hop_s} s; its windows have no shared embeddings")
