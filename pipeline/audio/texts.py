@@ -143,13 +143,15 @@ CORPORA: dict[str, Corpus] = {
 }
 
 # Near-miss rules per split: endings put on the word's stem, and the share of the word kept as a prefix
-# (with a suffix): disjoint between the splits by construction, and checked.
+# (with a suffix): disjoint between the splits by construction, and checked. The development set's are as
+# near the commands as the evaluation's (a changed last vowel, a participle or gerund, half the word and a
+# consonant): a detector calibrated on farther ones let the evaluation's nearest through.
 ENDINGS: dict[str, tuple[str, ...]] = {
     "train": ("amos", "aron", "aba", "o", "as"),
-    "dev": ("aste", "emos", "ito", "era"),
+    "dev": ("i", "u", "ada", "iendo"),
     "eval": ("ado", "ando", "a", "e"),
 }
-PREFIX: dict[str, tuple[float, str]] = {"train": (0.6, ""), "dev": (0.7, "ra"), "eval": (0.5, "s")}
+PREFIX: dict[str, tuple[float, str]] = {"train": (0.6, ""), "dev": (0.5, "r"), "eval": (0.5, "s")}
 MIN_WORD_LETTERS = 4  # shorter command words ("on", "la") get no near misses of their own
 
 
