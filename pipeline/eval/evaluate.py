@@ -198,36 +198,42 @@ def detector_hits(smoothed: Sequence[np.ndarray], labels: Sequence[int], setting
     return [any(e.class_index == y for e in det.run_smoothed(s)) for s, y in zip(smoothed, labels, strict=True)]
 
 
-def det_sweep(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], neg_probs: Sequence[np.ndarray],
-              negative_s: float, settings: DetectorSettings, classes: Sequence[str],
-              thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[dict[str, float]]:
-    """Miss rate (keyword clips) and FA/h (negatives) of the streaming detector for each on threshold."""
-    pos_s = [moving_average(p, settings.smooth_windows) for p in pos_probs]
-    neg_s = [moving_average(p, settings.smooth_windows) for p in neg_probs]
+def _smoothed(probs: Sequence[np.ndarray], settings: DetectorSettings) -> list[np.ndarray]:
+    return [moving_average(p, settings.smooth_windows) for p in probs]
+
+
+def _sweep(pos_s: Sequence[np.ndarray], pos_labels: Sequence[int], neg_s: Sequence[np.ndarray], negative_s: float,
+           settings: DetectorSettings, classes: Sequence[str],
+           thresholds: Sequence[float]) -> tuple[list[dict[str, float]], list[float | None]]:
+    """The sweep's curve over smoothed streams, and each keyword clip's highest firing threshold (or None)."""
     curve = []
+    best: list[float | None] = [None] * len(pos_s)
     for t in sorted({float(x) for x in thresholds}):
         s = with_on_threshold(settings, t)
-        det = Detector(s, classes)
-        fa = sum(len(det.run_smoothed(x)) for x in neg_s)
-        hits = detector_hits(pos_s, pos_labels, s, classes) if pos_s else []
+        fa = sum(len(Detector(s, classes).run_smoothed(x)) for x in neg_s)
+        hits = detector_hits(pos_s, pos_labels, s, classes)
+        best = [t if hit else b for b, hit in zip(best, hits, strict=True)]
         curve.append({
             "on_threshold": t, "false_accepts": fa,
             "fa_per_hour": fa_per_hour(fa, negative_s) if negative_s > 0 else None,
             "miss_rate": (1.0 - sum(hits) / len(hits)) if hits else None,
         })
-    return curve
+    return curve, best
+
+
+def det_sweep(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], neg_probs: Sequence[np.ndarray],
+              negative_s: float, settings: DetectorSettings, classes: Sequence[str],
+              thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[dict[str, float]]:
+    """Miss rate (keyword clips) and FA/h (negatives) of the streaming detector for each on threshold."""
+    return _sweep(_smoothed(pos_probs, settings), pos_labels, _smoothed(neg_probs, settings), negative_s, settings,
+                  classes, thresholds)[0]
 
 
 def firing_thresholds(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settings: DetectorSettings,
                       classes: Sequence[str], thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[float | None]:
     """For each keyword clip, the highest on threshold of the grid at which the detector (``settings``' structure)
     fires the clip's class; None where it never does."""
-    smoothed = [moving_average(p, settings.smooth_windows) for p in pos_probs]
-    best: list[float | None] = [None] * len(smoothed)
-    for t in sorted({float(x) for x in thresholds}):
-        hits = detector_hits(smoothed, pos_labels, with_on_threshold(settings, t), classes)
-        best = [t if hit else b for b, hit in zip(best, hits, strict=True)]
-    return best
+    return _sweep(_smoothed(pos_probs, settings), pos_labels, [], 0.0, settings, classes, thresholds)[1]
 
 
 def fa_per_hour_at(curve: Sequence[Mapping[str, Any]], threshold: float | None) -> float | None:
@@ -500,9 +506,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     true_classes = [c for c in keyword_classes if c in layout]
     matrix = [[sum(1 for r in clip_rows if r["class"] == t and r["predicted"] == p) for p in classes] for t in true_classes]
     n_correct = sum(r["correct"] for r in clip_rows)
-    hits = detector_hits([moving_average(p, settings.smooth_windows) for p in pos_probs], pos_labels, settings, classes)
-    curve = det_sweep(pos_probs, pos_labels, neg_probs, negative_s, settings, classes)
-    for row, hit, upto in zip(clip_rows, hits, firing_thresholds(pos_probs, pos_labels, settings, classes), strict=True):
+    pos_s = _smoothed(pos_probs, settings)
+    hits = detector_hits(pos_s, pos_labels, settings, classes)
+    curve, firing = _sweep(pos_s, pos_labels, _smoothed(neg_probs, settings), negative_s, settings, classes,
+                           DEFAULT_THRESHOLD_GRID)
+    for row, hit, upto in zip(clip_rows, hits, firing, strict=True):
         row.update(found=hit, found_up_to=upto, fa_per_hour_there=fa_per_hour_at(curve, upto))
     fa = len(fa_events)
     operating = {"fa_per_hour": fa_per_hour(fa, negative_s) if negative_s > 0 else None,
