@@ -210,7 +210,8 @@ def _sweep(pos_s: Sequence[np.ndarray], pos_labels: Sequence[int], neg_s: Sequen
     best: list[float | None] = [None] * len(pos_s)
     for t in sorted({float(x) for x in thresholds}):
         s = with_on_threshold(settings, t)
-        fa = sum(len(Detector(s, classes).run_smoothed(x)) for x in neg_s)
+        det = Detector(s, classes)
+        fa = sum(len(det.run_smoothed(x)) for x in neg_s)
         hits = detector_hits(pos_s, pos_labels, s, classes)
         best = [t if hit else b for b, hit in zip(best, hits, strict=True)]
         curve.append({
