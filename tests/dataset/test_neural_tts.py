@@ -52,6 +52,19 @@ def test_timbres_are_blends_drawn_from_the_generator() -> None:
     assert {N.draw_timbre(np.random.default_rng(k), "en").dialect for k in range(5)} == {"en"}
 
 
+def test_the_style_blend_adds_voice_by_voice_without_blas() -> None:
+    # the container and the host must say a take alike whatever BLAS kernel each picks: the blend is the plain
+    # float32 sum in voice order, bit for bit
+    rng = np.random.default_rng(3)
+    styles = rng.standard_normal((5, 256)).astype(np.float32)
+    weights = rng.dirichlet(np.ones(5)).astype(np.float32)
+    expected = np.zeros(256, np.float32)
+    for w, row in zip(weights, styles, strict=True):
+        expected = (expected + np.float32(w) * row).astype(np.float32)
+    got = N.blend(weights, styles)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
 def test_the_same_timbre_says_the_same_take_and_another_timbre_another(kokoro: N.NeuralVoice) -> None:
     a, b = (N.draw_timbre(np.random.default_rng(k), "es") for k in (1, 2))
     first = kokoro.speak("continuar", a)
