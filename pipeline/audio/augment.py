@@ -211,9 +211,10 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def power(x: np.ndarray) -> float:
-    """Mean square (a dot product: no temporary array)."""
-    x = np.asarray(x)
-    return float(np.dot(x, x)) / x.size if x.size else 0.0
+    """Mean square, summed in float64 without BLAS: a BLAS dot's last bits follow the kernel the machine's
+    BLAS picks (``OPENBLAS_CORETYPE``), and the mixes scaled by it would differ between container and host."""
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.square(x).sum()) / x.size if x.size else 0.0
 
 
 def coloured_noise(n: int, colour: str, seed: int) -> np.ndarray:
@@ -250,7 +251,7 @@ def synth_rir(rt60_s: float, drr_db: float, predelay_ms: float, seed: int, sampl
     pre = int(predelay_ms * sample_rate / 1000)
     decay = np.float32(-6.907755 / (rt60_s * sample_rate))  # ln(1000): 60 dB amplitude decay over rt60_s
     tail = rng.standard_normal(n_tail, dtype=np.float32) * np.exp(np.arange(n_tail, dtype=np.float32) * decay)
-    tail *= np.float32(np.sqrt(10.0 ** (-drr_db / 10.0) / max(float(np.dot(tail, tail)), 1e-12)))
+    tail *= np.float32(np.sqrt(10.0 ** (-drr_db / 10.0) / max(power(tail) * tail.size, 1e-12)))
     h = np.zeros(pre + n_tail, dtype=np.float32)
     h[0] = 1.0
     h[pre:] += tail
