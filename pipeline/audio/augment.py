@@ -213,8 +213,8 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 def power(x: np.ndarray) -> float:
     """Mean square, summed in float64 without BLAS: a BLAS dot's last bits follow the kernel the machine's
     BLAS picks (``OPENBLAS_CORETYPE``), and the mixes scaled by it would differ between container and host."""
-    x = np.asarray(x, dtype=np.float64)
-    return float(np.square(x).sum()) / x.size if x.size else 0.0
+    x = np.asarray(x)
+    return float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
 
 
 def coloured_noise(n: int, colour: str, seed: int) -> np.ndarray:

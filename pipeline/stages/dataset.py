@@ -159,7 +159,7 @@ def read_seed(path: Path, cls: str, source: str, clip_samples: int) -> tuple[See
         # a background take of one near-miss word (pipeline.stages.voices) is made into clips as a command is
         if cls == BACKGROUND_CLASS and not path.name.startswith(NEAR_MISS_PREFIX):
             word = None
-            level = 20 * math.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-12))
+            level = 10 * math.log10(max(A.power(audio), 1e-24))
             if level < -70.0:
                 raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
                                  "record real background sound (fan, traffic, room) or remove the file")
