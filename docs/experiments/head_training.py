@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.audio.features import FeatureSet
 from pipeline.audio.wav import load_audio
-from pipeline.core.detector import Detector, DetectorSettings, moving_average
+from pipeline.core.detector import Detector, DetectorSettings
 from pipeline.eval.detect import in_context, stream_embeddings
 from pipeline.eval.detector_calib import choose
 from pipeline.eval.evaluate import best_window, det_sweep, detector_hits, holdout_layout, miss_at_fa
@@ -76,7 +76,7 @@ def assess(head, sets, classes):
     neg, pos, labels, negative_s = sets["eval"]
     neg_p, pos_p = probs(head, neg), probs(head, pos)
     fa = sum(len(Detector(s, classes).run(p)) for p in neg_p)
-    smoothed = [moving_average(p, s.smooth_windows) for p in pos_p]
+    smoothed = [Detector(s, classes).smooth(p) for p in pos_p]
     row = {"detector": f"{s.smooth_windows}/{s.min_consecutive_windows}/{s.on_threshold:.4f}", "tts_fa": fa,
            "tts_miss": round(1 - float(np.mean(detector_hits(smoothed, labels, s, classes))), 3)}
     at = miss_at_fa(det_sweep(pos_p, labels, neg_p, negative_s, s, classes), [1.0, 5.0])
@@ -85,7 +85,7 @@ def assess(head, sets, classes):
     real_p = probs(head, real)
     n = len(real_p)
     row["real_right"] = sum(int(np.argmax(p[best_window(p, classes.index(BG))])) == y for p, y in zip(real_p, real_labels))
-    row["real_found"] = sum(detector_hits([moving_average(p, s.smooth_windows) for p in real_p], real_labels, s, classes))
+    row["real_found"] = sum(detector_hits([Detector(s, classes).smooth(p) for p in real_p], real_labels, s, classes))
     at = miss_at_fa(det_sweep(real_p, real_labels, neg_p, negative_s, s, classes), [1.0, 5.0])
     row.update({f"real_found@{k}": None if at[k]["miss_rate"] is None else round(n * (1 - at[k]["miss_rate"]))
                 for k in ("1", "5")})

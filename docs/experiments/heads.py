@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 from pipeline.audio.features import FeatureSet, logmel
 from pipeline.audio.wav import load_audio
-from pipeline.core.detector import DetectorSettings, count_false_accepts, moving_average
+from pipeline.core.detector import Detector, DetectorSettings, count_false_accepts
 from pipeline.eval.detect import in_context, window_starts
 from pipeline.eval.detector_calib import choose, miss_rate
 from pipeline.eval.evaluate import holdout_layout
@@ -176,14 +176,14 @@ def report(name, net, acc):
     for k in ('eval', 'asrc'):
         n, ns, p, labels = P[k]
         if n and k == 'eval':
-            fa = count_false_accepts([moving_average(x, s.smooth_windows) for x in n], s, classes)
+            fa = count_false_accepts([Detector(s, classes).smooth(x) for x in n], s, classes)
             out['eval_FA'] = fa
         out[f'{k}_miss'] = round(miss_rate(p, labels, s, classes), 3)
         top = [int(np.argmax(q[int(np.argmin(q[:, bg]))])) == y for q, y in zip(p, labels)]
         out[f'{k}_top1'] = f'{sum(top)}/{len(top)}'
     # each real take's highest smoothed score for its own class
     n, ns, p, labels = P['asrc']
-    peaks = [float(moving_average(q, s.smooth_windows)[:, y].max()) for q, y in zip(p, labels)]
+    peaks = [float(Detector(s, classes).smooth(q)[:, y].max()) for q, y in zip(p, labels)]
     out['asrc_peaks'] = [round(x, 3) for x in peaks]
     # at the chosen structure, the threshold that keeps the EVALUATION talk at <= 1 FA (comparison only)
     from pipeline.core.detector import calibrate

@@ -1,7 +1,8 @@
 """The streaming keyword detector: a pure state machine over per-window class probabilities.
 
-Per window (1 s of audio every ``hop_s``): a moving average of the class probabilities over windows,
-hysteresis (an on and an off threshold), a minimum number of consecutive windows above the on threshold,
+Per window (1 s of audio every ``hop_s``): a moving average of the class probabilities over windows (the
+windows before the stream began count as background: a stream starts from quiet, so its first window weighs no
+more than any later one), hysteresis (an on and an off threshold), a minimum number of consecutive windows above the on threshold,
 and a refractory period after each event. The background class (FONDO) never fires. :func:`calibrate`
 chooses the on threshold on keyword-free audio for a target of false accepts per hour.
 
@@ -111,7 +112,7 @@ class Detector:
     """The streaming state machine. Feed one probability vector per window with :meth:`step`.
 
     Rules, per window ``i`` with smoothed scores ``s`` (moving average of the last ``smooth_windows``
-    probability vectors, fewer at the start):
+    probability vectors; before the first window, each missing one counts as certain background):
 
     - the candidate is the keyword class (never the background class) with the highest ``s``;
     - it must stay the candidate with ``s >=`` its on threshold (``class_on_thresholds``, else ``on_threshold``)
@@ -137,10 +138,13 @@ class Detector:
         if unknown:
             raise ValueError(f"class_on_thresholds name {unknown}, not keyword classes of the model {self.classes}")
         self._on = [settings.on_threshold_for(c) for c in self.classes]
+        self._before = np.zeros(len(self.classes))
+        self._before[self.background_index] = 1.0
         self.reset()
 
     def reset(self) -> None:
-        self._buffer: deque[np.ndarray] = deque(maxlen=self.settings.smooth_windows)
+        n = self.settings.smooth_windows
+        self._buffer: deque[np.ndarray] = deque([self._before] * (n - 1), maxlen=n)
         self._index = 0
         self._run_class: int | None = None
         self._run_length = 0
@@ -161,7 +165,12 @@ class Detector:
         probs = np.asarray(prob_sequence, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[1] != len(self.classes):
             raise ValueError(f"expected probabilities of shape (n_windows, {len(self.classes)}), got {probs.shape}")
-        return self.run_smoothed(moving_average(probs, self.settings.smooth_windows))
+        return self.run_smoothed(self.smooth(probs))
+
+    def smooth(self, prob_sequence: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """The scores :meth:`step` would see for each window of a fresh stream: the moving average, with the
+        windows before the stream counted as background."""
+        return moving_average(np.asarray(prob_sequence, dtype=np.float64), self.settings.smooth_windows, self._before)
 
     def run_smoothed(self, smoothed: np.ndarray) -> list[Event]:
         """Run a fresh detector over already smoothed scores (lets a threshold sweep smooth only once)."""
@@ -193,11 +202,16 @@ class Detector:
         return []
 
 
-def moving_average(probs: np.ndarray, n_windows: int) -> np.ndarray:
-    """Causal moving average over the last ``n_windows`` rows (the first rows average what exists)."""
+def moving_average(probs: np.ndarray, n_windows: int, before: np.ndarray | None = None) -> np.ndarray:
+    """Causal moving average over the last ``n_windows`` rows. ``before``: the row that stands for each row before
+    the first (the first rows then average ``n_windows`` rows too); without it the first rows average what exists."""
     x = np.asarray(probs, dtype=np.float64)
     if n_windows <= 1 or len(x) == 0:
         return x.copy()
+    if before is not None:
+        padded = np.concatenate([np.tile(np.asarray(before, dtype=np.float64), (n_windows - 1, 1)), x])
+        c = np.cumsum(np.concatenate([np.zeros((1, x.shape[1])), padded]), axis=0)
+        return (c[n_windows:] - c[:-n_windows]) / n_windows
     c = np.cumsum(np.concatenate([np.zeros((1, x.shape[1])), x]), axis=0)
     idx = np.arange(1, len(x) + 1)
     lo = np.maximum(idx - n_windows, 0)
@@ -253,7 +267,7 @@ def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: 
     if target_fa_per_hour < 0:
         raise ValueError(f"target FA/h must be >= 0, got {target_fa_per_hour}")
     grid = sorted({float(t) for t in thresholds})
-    smoothed = [moving_average(p, base.smooth_windows) for p in prob_sequences]
+    smoothed = [Detector(base, classes).smooth(p) for p in prob_sequences]
     # from the highest threshold down, stopping at the first that breaks the target: the thresholds
     # below it cannot be chosen, so their false accepts are never counted
     counts: dict[int, int] = {}

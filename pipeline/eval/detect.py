@@ -172,9 +172,9 @@ def stream_embeddings(model: OnnxModel, audio: np.ndarray, hop_s: float, batch_w
     return np.concatenate(list(_embedding_batches(model, split, audio, hop, batch_windows)), axis=0)
 
 
-# Audio streamed around a keyword clip when measuring whether the detector finds it: a clip that starts
-# with the word flatters long smoothing (the first windows average only what exists), a real stream
-# has quiet before and after the command.
+# Audio streamed around a keyword clip when measuring whether the detector finds it: a real stream has
+# quiet before and after the command, and a clip that starts with the word would see the detector's
+# smoothing still full of the quiet it assumes before a stream.
 DEFAULT_CONTEXT_S = 1.0
 
 

@@ -7,8 +7,8 @@ rate for every model, so each model gets its own: for every candidate structure 
 the development set's keyword-free audio at or below ``target_fa_per_hour`` (``pipeline.core.detector.calibrate``);
 among the candidates that reach the target, the one that misses the fewest development keyword clips
 (ties: the shorter smoothing, then fewer consecutive windows, i.e. the lower latency). Each development
-command is streamed with ``context_s`` of quiet before and after it, as in a real stream: a clip that
-starts with the word would flatter long smoothing.
+command is streamed with ``context_s`` of quiet before and after it, as in a real stream (a clip that
+starts with the word would meet the quiet the detector assumes before a stream, not its own context).
 
 The development set is ``pipeline.eval.holdout_tts --split dev``: speakers that are neither training nor
 evaluation speakers, speaking training texts. So the evaluation set stays unseen until
@@ -40,12 +40,12 @@ from pipeline.core.cli import StageError, die, parse_stage_args, run_main, setup
 from pipeline.core.detector import (
     BACKGROUND_CLASS,
     Calibration,
+    Detector,
     DetectorSettings,
     calibrate,
     class_thresholds,
     count_false_accepts,
     fa_per_hour,
-    moving_average,
 )
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.eval.detect import in_context, negative_probs, stream_probs
@@ -78,7 +78,8 @@ def miss_rate(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settin
 
     if not pos_probs:
         return None
-    hits = detector_hits([moving_average(p, settings.smooth_windows) for p in pos_probs], pos_labels, settings, classes)
+    det = Detector(settings, classes)
+    hits = detector_hits([det.smooth(p) for p in pos_probs], pos_labels, settings, classes)
     return 1.0 - sum(hits) / len(hits)
 
 
@@ -86,7 +87,8 @@ def per_class(neg_probs: Sequence[np.ndarray], negative_s: float, classes: Seque
               floor: float) -> Calibration:
     """The calibration with each command's own on threshold (``class_thresholds``) where that keeps the false
     accepts on the negatives at the global threshold's count; else the calibration unchanged."""
-    smoothed = [moving_average(p, cal.settings.smooth_windows) for p in neg_probs]
+    det = Detector(cal.settings, classes)
+    smoothed = [det.smooth(p) for p in neg_probs]
     tuned = dataclasses.replace(cal.settings, class_on_thresholds=class_thresholds(smoothed, cal.settings, classes,
                                                                                      floor))
     fa = count_false_accepts(smoothed, tuned, classes)

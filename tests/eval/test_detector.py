@@ -99,6 +99,21 @@ def test_moving_average_smooths_a_one_window_spike_away() -> None:
     np.testing.assert_allclose(sm.sum(axis=1), 1.0)
 
 
+def test_the_windows_before_a_stream_count_as_background() -> None:
+    # a stream that opens on a one-window spike: it weighs 1/3 of the average, as it would in mid-stream
+    opening = seq((0.99, 0), (0, 0), (0, 0))
+    cfg = settings(smooth_windows=3)
+    np.testing.assert_allclose(Detector(cfg, CLASSES).smooth(opening)[0], [0.33, 0.67, 0.0])
+    assert Detector(cfg, CLASSES).run(opening) == []
+    det = Detector(cfg, CLASSES)
+    assert [e for p in opening for e in det.step(p)] == []
+    # a word held for the whole smoothing length from the first window fires once the average is full of it
+    held = seq((0.9, 0), (0.9, 0), (0.9, 0), (0, 0))
+    assert fired(Detector(cfg, CLASSES).run(held)) == [(2, "ACOPLAR")]
+    det = Detector(cfg, CLASSES)
+    assert fired([e for p in held for e in det.step(p)]) == [(2, "ACOPLAR")]
+
+
 def test_step_and_run_agree() -> None:
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([0.3, 0.3, 0.3], size=300)
