@@ -1,9 +1,9 @@
 """The streaming keyword detector: a pure state machine over per-window class probabilities.
 
-Per window (1 s of audio every ``hop_s``): a moving average of the class probabilities over windows (the
-windows before the stream began count as background: a stream starts from quiet, so its first window weighs no
-more than any later one), hysteresis (an on and an off threshold), a minimum number of consecutive windows above the on threshold,
-and a refractory period after each event. The background class (FONDO) never fires. :func:`calibrate`
+Per window (the model's window of audio, every ``hop_s``): a moving average of the class probabilities over
+windows (the windows before the stream began count as background: a stream starts from quiet, so its first
+window weighs no more than any later one), hysteresis (an on and an off threshold), a minimum number of
+consecutive windows above the on threshold, and a refractory period after each event. The background class (FONDO) never fires. :func:`calibrate`
 chooses the on threshold on keyword-free audio for a target of false accepts per hour.
 
 numpy and the standard library only: the same file runs in the board runtime (``device/runtime``),
@@ -267,7 +267,8 @@ def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: 
     if target_fa_per_hour < 0:
         raise ValueError(f"target FA/h must be >= 0, got {target_fa_per_hour}")
     grid = sorted({float(t) for t in thresholds})
-    smoothed = [Detector(base, classes).smooth(p) for p in prob_sequences]
+    det = Detector(base, classes)
+    smoothed = [det.smooth(p) for p in prob_sequences]
     # from the highest threshold down, stopping at the first that breaks the target: the thresholds
     # below it cannot be chosen, so their false accepts are never counted
     counts: dict[int, int] = {}
