@@ -152,7 +152,11 @@ def format_report(doc: dict[str, Any]) -> str:
         lines.append(f"| {c['smooth_windows']} | {c['min_consecutive_windows']} | {c['on_threshold']:.4f} | "
                      f"{per_command(c.get('class_on_thresholds')) or '-'} | "
                      f"{c['fa_per_hour']:.3g} | {'yes' if c['reached'] else 'no'} | {miss} |")
-    lines += ["", f"FA/h resolution: {3600.0 / cal['negative_s']:.3g} (one false accept in the development negatives).",
+    resolution = 3600.0 / cal["negative_s"]
+    lines += ["", f"FA/h resolution: {resolution:.3g} (one false accept in the development negatives)"
+              + (f"; a target of {cal['target_fa_per_hour']:g} FA/h below it means none at all, and none in "
+                 f"{cal['negative_s'] / 60:.1f} min is not proof of a rate under {resolution:.3g} FA/h on other talk."
+                 if cal["target_fa_per_hour"] < resolution else "."),
               "These figures are on the development set, not the evaluation set: `make eval` reports those."]
     return "\n".join(lines) + "\n"
 

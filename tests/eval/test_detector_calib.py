@@ -89,7 +89,10 @@ def test_cli_writes_settings_that_evaluate_uses(tiny_onnx: Path, tiny_holdout: P
     cal = doc["calibration"]
     assert cal["target_fa_per_hour"] == 0 and cal["reached"] and cal["false_accepts"] == 0
     assert len(cal["candidates"]) == 4 and cal["n_keyword_clips"] == 7 and cal["negative_s"] == pytest.approx(30.0)
-    assert "| smooth | consecutive |" in (out / "report.md").read_text(encoding="utf-8")
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| smooth | consecutive |" in report
+    # 30 s of negatives resolve 120 FA/h: a target of 0 is below it, and the report says what that does not prove
+    assert "FA/h resolution: 120 " in report and "none in 0.5 min is not proof of a rate under 120 FA/h" in report
     # the tiny holdout's FONDO holds one ALFA tone: with 0 FA/h allowed the on threshold must sit above it
     chosen = DetectorSettings.from_mapping(doc["settings"])
     assert chosen.on_threshold > 0.9
