@@ -3,8 +3,9 @@
 Per window (the model's window of audio, every ``hop_s``): a moving average of the class probabilities over
 windows (the windows before the stream began count as background: a stream starts from quiet, so its first
 window weighs no more than any later one), hysteresis (an on and an off threshold), a minimum number of
-consecutive windows above the on threshold, and a refractory period after each event. The background class (FONDO) never fires. :func:`calibrate`
-chooses the on threshold on keyword-free audio for a target of false accepts per hour.
+consecutive windows above the on threshold, and a refractory period after each event. The background class
+(FONDO) never fires. :func:`calibrate` chooses the on threshold on keyword-free audio for a target of false
+accepts per hour.
 
 numpy and the standard library only: the same file runs in the board runtime (``device/runtime``),
 so the host's ``pipeline.eval.detect`` and the board fire on exactly the same rules.

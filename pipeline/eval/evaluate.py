@@ -226,8 +226,8 @@ def det_sweep(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], neg_pr
               negative_s: float, settings: DetectorSettings, classes: Sequence[str],
               thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[dict[str, float]]:
     """Miss rate (keyword clips) and FA/h (negatives) of the streaming detector for each on threshold."""
-    return _sweep(_smoothed(pos_probs, settings, classes), pos_labels, _smoothed(neg_probs, settings, classes), negative_s, settings,
-                  classes, thresholds)[0]
+    return _sweep(_smoothed(pos_probs, settings, classes), pos_labels, _smoothed(neg_probs, settings, classes),
+                  negative_s, settings, classes, thresholds)[0]
 
 
 def firing_thresholds(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settings: DetectorSettings,
