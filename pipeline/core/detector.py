@@ -203,20 +203,14 @@ class Detector:
         return []
 
 
-def moving_average(probs: np.ndarray, n_windows: int, before: np.ndarray | None = None) -> np.ndarray:
-    """Causal moving average over the last ``n_windows`` rows. ``before``: the row that stands for each row before
-    the first (the first rows then average ``n_windows`` rows too); without it the first rows average what exists."""
+def moving_average(probs: np.ndarray, n_windows: int, before: np.ndarray) -> np.ndarray:
+    """Causal moving average over the last ``n_windows`` rows, ``before`` standing for each row before the first."""
     x = np.asarray(probs, dtype=np.float64)
     if n_windows <= 1 or len(x) == 0:
         return x.copy()
-    if before is not None:
-        padded = np.concatenate([np.tile(np.asarray(before, dtype=np.float64), (n_windows - 1, 1)), x])
-        c = np.cumsum(np.concatenate([np.zeros((1, x.shape[1])), padded]), axis=0)
-        return (c[n_windows:] - c[:-n_windows]) / n_windows
-    c = np.cumsum(np.concatenate([np.zeros((1, x.shape[1])), x]), axis=0)
-    idx = np.arange(1, len(x) + 1)
-    lo = np.maximum(idx - n_windows, 0)
-    return (c[idx] - c[lo]) / (idx - lo)[:, None]
+    padded = np.concatenate([np.tile(np.asarray(before, dtype=np.float64), (n_windows - 1, 1)), x])
+    c = np.cumsum(np.concatenate([np.zeros((1, x.shape[1])), padded]), axis=0)
+    return (c[n_windows:] - c[:-n_windows]) / n_windows
 
 
 # ---- FA/h arithmetic and calibration ---------------------------------------------------------------

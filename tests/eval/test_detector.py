@@ -14,7 +14,6 @@ from pipeline.core.detector import (
     class_thresholds,
     count_false_accepts,
     fa_per_hour,
-    moving_average,
 )
 from pipeline.eval.detect import iter_window_batches, window_starts
 
@@ -93,9 +92,9 @@ def test_moving_average_smooths_a_one_window_spike_away() -> None:
     spike = seq((0, 0), (0, 0), (0.99, 0), (0, 0), (0, 0))
     assert fired(Detector(settings(smooth_windows=1), CLASSES).run(spike)) == [(2, "ACOPLAR")]
     assert Detector(settings(smooth_windows=3), CLASSES).run(spike) == []
-    sm = moving_average(spike, 3)
+    sm = Detector(settings(smooth_windows=3), CLASSES).smooth(spike)
     assert sm[2, A] == pytest.approx(0.33)
-    assert sm[0, F] == pytest.approx(1.0)  # first rows average what exists
+    assert sm[0, F] == pytest.approx(1.0)  # the windows before the stream count as background
     np.testing.assert_allclose(sm.sum(axis=1), 1.0)
 
 
@@ -165,7 +164,7 @@ def test_calibration_meets_the_target_and_is_the_lowest_such_threshold() -> None
     grid = [0.5, 0.65, 0.75, 0.85, 0.925, 0.96, 0.99]
     for target in (0.0, 3.0, 30.0):
         cal = calibrate(negs, negative_s, CLASSES, cfg, target, thresholds=grid)
-        smoothed = [moving_average(p, 1) for p in negs]
+        smoothed = [Detector(cfg, CLASSES).smooth(p) for p in negs]
         fa = count_false_accepts(smoothed, cal.settings, CLASSES)
         assert cal.false_accepts == fa
         assert fa_per_hour(fa, negative_s) <= target
