@@ -150,10 +150,12 @@ def test_dev_split_uses_development_voices_and_texts(tmp_path: Path) -> None:
     require_tool("espeak-ng", "apt-get install espeak-ng")
     out = tmp_path / "dev"
     argv = ["--seeds", str(ROOT / "data" / "demo-seeds"), "--split", "dev", "--out", str(out), "--voices", "es+shelby",
-            "--renditions", "1", "--fondo-minutes", "0.1", "--fondo-file-s", "6"]
+            "--renditions", "1", "--dev-fondo-minutes", "0.1", "--fondo-minutes", "5", "--fondo-file-s", "6"]
     assert run_main(holdout_tts.main, argv) == 0
     doc = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert doc["params"]["split"] == "dev" and doc["params"]["seed"] == holdout_tts.DEFAULT_SEEDS["dev"]
+    # the development talk has its own length (the evaluation's 5 minutes are not made)
+    assert doc["params"]["fondo_minutes"] == 0.1 and 6 <= doc["fondo_s"] < 20
     assert doc["eval_voices"] == ["es+shelby"]
     fondo_texts = [f["text"] for f in doc["files"] if f["class"] == "FONDO"]
     assert fondo_texts and all(DEMO.hits(t) == [] for t in fondo_texts)

@@ -166,6 +166,8 @@ def test_near_misses_derive_from_the_commands() -> None:
     train = texts.near_misses(demo, "train")
     assert {"salamos", "cancelamos", "continuamos"} <= set(train)  # the stem ("sal", not "sali") + an ending
     assert "salimos" not in train and "acopl" in train  # not a list of real words; the first 60 %
+    # the inflections people say in ordinary talk: persons, tenses, plural participles, the present participle
+    assert {"cancelados", "acopladas", "continuante", "repetaste", "salemos", "repetaria"} <= set(train)
     assert {"cancelado", "continuando"} <= set(texts.near_misses(demo, "eval"))
     # short words get no near misses of their own; commands in another language get theirs
     assert not any(w.startswith("on") for w in texts.near_misses(VOCABULARIES[2], "train"))
