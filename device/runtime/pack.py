@@ -50,10 +50,11 @@ def pack(onnx: Path, settings_path: Path, out: Path) -> dict:
     except (KeyError, TypeError, ValueError) as e:
         die(f"{settings_path}: no valid detector settings ({e}); rerun `make detector`")
     fb = _kernels(model.contract)[1].numpy().astype(np.float32)
+    fa = doc.get("calibration", {}).get("fa_per_hour")
+    rate = f"{fa:.2f}" if isinstance(fa, (int, float)) else "?"
     spec = {
         "classes": model.classes, "contract": model.contract.as_dict(), "detector": settings.as_dict(),
-        "detector_source": f"calibrated by make detector ({doc.get('calibration', {}).get('fa_per_hour', '?')} FA/h "
-                           "on the development set)",
+        "detector_source": f"calibrated by make detector ({rate} FA/h on the development set)",
         "model_onnx_sha256": onnx_sha, "mel_fb": MEL_FB,
     }
     with atomic_dir(out) as tmp:

@@ -104,6 +104,17 @@ def events_of(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
+def test_the_runtime_names_the_calibrated_rate_to_two_decimals(tmp_path: Path) -> None:
+    from device.runtime.pack import pack
+    build = make_listen_build(tmp_path / "build")
+    settings = build / "detector" / "settings.json"
+    doc = json.loads(settings.read_text(encoding="utf-8"))
+    doc["calibration"]["fa_per_hour"] = 0.4967963278057437  # one false accept in 120.8 min
+    settings.write_text(json.dumps(doc), encoding="utf-8")
+    spec = pack(build / "model" / "kws.onnx", settings, tmp_path / "runtime")
+    assert spec["detector_source"] == "calibrated by make detector (0.50 FA/h on the development set)"
+
+
 @pytest.mark.parametrize("model", ["compiled.axmodel", "kws.onnx"])
 def test_the_runtime_fires_exactly_the_host_detector_events(bundle: Path, tones_wav: Path, model: str) -> None:
     """Same windows, same state machine (the bundle's detector.py is pipeline/core/detector.py): the same events,
