@@ -69,7 +69,7 @@ class OnnxModel:
     def __init__(self, path: str | os.PathLike[str], intra_op_threads: int = 1, row_threads: int | None = None) -> None:
         self.path = Path(path)
         # A static-batch model runs one row per call; rows run in this many threads at once (ONNX Runtime
-        # releases the GIL): the 60 min development stream is 36,000 single-window calls.
+        # releases the GIL): an hour of development talk is 36,000 single-window calls.
         self.row_threads = max(1, row_threads if row_threads is not None else min(os.cpu_count() or 1, 8))
         if not self.path.is_file():
             raise OnnxModelError(f"{self.path}: ONNX model not found; build it with `make onnx` (pipeline.stages.export)")
