@@ -8,8 +8,9 @@ from the commands (``pipeline.audio.texts``), by the same voices, in files of ab
 totalling ``fondo_minutes`` (``dev_fondo_minutes`` for the development set: twice as long by default, so that the
 detector's target of 0.5 false accepts per hour is one it can count), for false accepts per hour. A fraction of
 the files (``noisy_fraction``) is mixed with synthetic white/pink/brown noise at an SNR from ``snr_db_list``;
-every file gets a faint pink room floor (-65 to -50 dBFS) instead of digital silence. ``manifest.json`` records voice, speed, pitch, SNR, text
-and sha256 per file. Everything is 16 kHz mono 16-bit PCM and deterministic for a given ``--seed``.
+every file gets a faint pink room floor (-65 to -50 dBFS) instead of digital silence. ``manifest.json`` records
+voice, speed, pitch, SNR, text and sha256 per file. Everything is 16 kHz mono 16-bit PCM and deterministic for a
+given ``--seed``.
 
 Inputs -> outputs: the vocabulary (``pipeline.core.vocabulary``) and espeak-ng -> ``<out>/<CLASS>/*.wav`` +
 ``<out>/manifest.json`` (written last).

@@ -91,6 +91,8 @@ class Bank:
     extra: dict[str, tuple[Seed, ...]]
     rirs: tuple[np.ndarray, ...]
     rir_files: tuple[str, ...]
+    # synthetic near-miss takes that fail the checks a command passes (a long word for a short clip): not used
+    left_out: tuple[str, ...] = ()
     # analysis spectra of the keyword seeds, filled lazily in each process (see seed_spectra)
     spectra: dict[tuple[str, int], tuple[A.Spectra, int]] = dataclasses.field(
         default_factory=dict, repr=False, compare=False)
@@ -155,39 +157,62 @@ def read_seed(path: Path, cls: str, source: str, clip_samples: int) -> tuple[See
     """One seed file, checked (a background recording must not be silent; a command's word is located and
     must fit a clip); returns the seed and read_audio's conversion record. die()s naming the file."""
     try:
-        audio, conv = read_audio(path, SAMPLE_RATE)
-        # a background take of one near-miss word (pipeline.stages.voices) is made into clips as a command is
-        if cls == BACKGROUND_CLASS and not path.name.startswith(NEAR_MISS_PREFIX):
-            word = None
-            level = 10 * math.log10(max(A.power(audio), 1e-24))
-            if level < -70.0:
-                raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
-                                 "record real background sound (fan, traffic, room) or remove the file")
-            if audio.size < clip_samples:
-                log.warning("%s: background recording of %.2f s, shorter than a clip (%.2f s): its clips loop it; "
-                            "record at least a few seconds of background", path, audio.size / SAMPLE_RATE,
-                            clip_samples / SAMPLE_RATE)
-        else:
-            word = check_command_take(audio, clip_samples, SAMPLE_RATE, name=str(path))
+        return checked_seed(path, cls, source, clip_samples)
     except AudioError as e:
         die(str(e))
+    raise AssertionError("unreachable")
+
+
+def checked_seed(path: Path, cls: str, source: str, clip_samples: int) -> tuple[Seed, Any]:
+    """read_seed's checks; AudioError says what is wrong with the file."""
+    audio, conv = read_audio(path, SAMPLE_RATE)
+    # a background take of one near-miss word (pipeline.stages.voices) is made into clips as a command is
+    if cls == BACKGROUND_CLASS and not path.name.startswith(NEAR_MISS_PREFIX):
+        word = None
+        level = 10 * math.log10(max(A.power(audio), 1e-24))
+        if level < -70.0:
+            raise AudioError(f"{path}: background recording is all silent ({level:.0f} dBFS RMS); "
+                             "record real background sound (fan, traffic, room) or remove the file")
+        if audio.size < clip_samples:
+            log.warning("%s: background recording of %.2f s, shorter than a clip (%.2f s): its clips loop it; "
+                        "record at least a few seconds of background", path, audio.size / SAMPLE_RATE,
+                        clip_samples / SAMPLE_RATE)
+    else:
+        word = check_command_take(audio, clip_samples, SAMPLE_RATE, name=str(path))
     return Seed(source, cls, audio, word), conv
 
 
 def load_extra(extra_dir: Path, classes: Sequence[str], clip_samples: int = DEFAULT_CLIP_SAMPLES
-               ) -> tuple[dict[str, tuple[Seed, ...]], list[Path]]:
-    """The synthetic seeds of ``pipeline.stages.voices`` (sources named ``voices:<CLASS>/<file>``)."""
+               ) -> tuple[dict[str, tuple[Seed, ...]], list[Path], list[str]]:
+    """The synthetic seeds of ``pipeline.stages.voices`` (sources named ``voices:<CLASS>/<file>``), and the
+    near-miss takes left out: background, so one that fails a command's checks (a word too long for the
+    model's clip) is dropped with a warning, not an error about a recording the user never made."""
     if not (extra_dir / "manifest.json").is_file():
         die(f"{extra_dir}: no finished voices folder (manifest.json missing); build it with `make voices`")
     extra: dict[str, tuple[Seed, ...]] = {}
     inputs: list[Path] = [extra_dir / "manifest.json"]
+    left_out: list[str] = []
+    why = ""
     for d in sorted(p for p in extra_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if d.name not in classes:
             die(f"{d}: class {d.name!r} is not a class of the seeds ({', '.join(classes)}); rebuild the voices "
                 "for these seeds (make voices)")
-        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in WAV_SUFFIXES)
-        extra[d.name] = tuple(read_seed(p, d.name, f"voices:{d.name}/{p.name}", clip_samples)[0] for p in files)
-    return extra, inputs
+        group = []
+        for p in sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in WAV_SUFFIXES):
+            source = f"voices:{d.name}/{p.name}"
+            if d.name == BACKGROUND_CLASS and p.name.startswith(NEAR_MISS_PREFIX):
+                try:
+                    group.append(checked_seed(p, d.name, source, clip_samples)[0])
+                except AudioError as e:
+                    left_out.append(source)
+                    why = why if left_out[1:] else str(e)
+                continue
+            group.append(read_seed(p, d.name, source, clip_samples)[0])
+        extra[d.name] = tuple(group)
+    if left_out:
+        log.warning("%d of the voices' near-miss takes left out, as they fail the checks a command's take passes; "
+                    "the first: %s", len(left_out), why)
+    return extra, inputs, left_out
 
 
 def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None,
@@ -208,8 +233,9 @@ def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None,
             inputs.append(path)
         seeds[c] = tuple(group)
     extra: dict[str, tuple[Seed, ...]] = {}
+    left_out: list[str] = []
     if extra_dir is not None:
-        extra, extra_inputs = load_extra(extra_dir, classes, clip_samples)
+        extra, extra_inputs, left_out = load_extra(extra_dir, classes, clip_samples)
         inputs += extra_inputs
     rirs: list[np.ndarray] = []
     rir_files: list[str] = []
@@ -232,7 +258,8 @@ def load_bank(seeds_dir: Path, rirs_root: str, extra_dir: Path | None = None,
             rirs.append(A.prepare_rir(h, int(RIR_MAX_S * SAMPLE_RATE)))
             rir_files.append(str(p))
             inputs.append(p)
-    return Bank(tuple(classes), seeds, extra, tuple(rirs), tuple(rir_files)), conversions, skipped, inputs
+    return (Bank(tuple(classes), seeds, extra, tuple(rirs), tuple(rir_files), tuple(left_out)), conversions, skipped,
+            inputs)
 
 
 def excluded_from_noise(source: str, patterns: str) -> bool:
@@ -576,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seeds": seeds_info,
             "conversions": conversions,
             "skipped_non_wav": {"count": len(skipped), "files": skipped},
+            "near_misses_left_out": {"count": len(bank.left_out), "files": list(bank.left_out)},
             "rirs": list(bank.rir_files) or "synthetic",
             "noise": "fondo" if params["use_fondo_as_noise"] else "synthetic",
             "clips_jsonl_sha256": sha256_file(tmp / "clips.jsonl"),
@@ -583,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest_inputs = inputs + ([args.params] if args.params else []) + ([args.clip] if args.clip else [])
         atomic_write_json(tmp / "manifest.json", manifest(STAGE, manifest_inputs, params, extra))
     print(f"dataset: {sum(counts.values())} clips in {args.out}/ ({', '.join(f'{c} {n}' for c, n in counts.items())})"
-          + (f"; {len(skipped)} non-WAV file(s) ignored" if skipped else ""))
+          + (f"; {len(skipped)} non-WAV file(s) ignored" if skipped else "")
+          + (f"; {len(bank.left_out)} near-miss take(s) left out (see the log)" if bank.left_out else ""))
     return 0
 
 

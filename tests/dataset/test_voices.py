@@ -4,6 +4,7 @@ the synthetic speakers stage and how the dataset stage draws from them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,25 @@ def test_the_dataset_keeps_the_users_share_and_makes_near_miss_clips(small_voice
                                    "--workers", "2"]) == 0
     for r in rows[::7]:  # byte-identical, whatever the number of workers
         assert (out / r["path"]).read_bytes() == (again / r["path"]).read_bytes()
+
+
+def test_a_near_miss_take_too_long_for_a_clip_is_left_out_but_a_command_take_is_an_error(
+        small_voices: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seeds, extra = small_voices
+    mine = tmp_path / "voices"
+    shutil.copytree(extra, mine)
+    too_long = tone_word(dur_s=6.0, word_at_s=0.8, word_s=4.5, seed=9)  # longer than a clip even sped up
+    write_wav(mine / "FONDO" / "near_miss_99999.wav", too_long)
+    argv = ["--seeds", str(seeds), "--extra-seeds", str(mine), "--per-class", "5", "--fondo-minutes", "0.2",
+            "--near-miss-share", "0.9", "--no-progress", "--workers", "1"]
+    assert run_main(dataset.main, [*argv, "--out", str(tmp_path / "ds")]) == 0
+    man = json.loads((tmp_path / "ds" / "manifest.json").read_text(encoding="utf-8"))
+    assert man["near_misses_left_out"] == {"count": 1, "files": ["voices:FONDO/near_miss_99999.wav"]}
+    sources = [json.loads(line)["source"] for line in (tmp_path / "ds" / "clips.jsonl").read_text().splitlines()]
+    assert any("near_miss_" in s for s in sources) and not any("99999" in s for s in sources)
+    write_wav(mine / "SALIR" / "tts_99999.wav", too_long)
+    assert run_main(dataset.main, [*argv, "--out", str(tmp_path / "ds2")]) == 2
+    assert "tts_99999.wav: the word is" in capsys.readouterr().err and not (tmp_path / "ds2").exists()
 
 
 def test_voices_of_other_seeds_are_refused(small_voices: tuple[Path, Path], synthetic_seeds: Path,  # noqa: F811
