@@ -192,7 +192,7 @@ def load_extra(extra_dir: Path, classes: Sequence[str], clip_samples: int = DEFA
     extra: dict[str, tuple[Seed, ...]] = {}
     inputs: list[Path] = [extra_dir / "manifest.json"]
     left_out: list[str] = []
-    why = ""
+    first_reason = ""
     for d in sorted(p for p in extra_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if d.name not in classes:
             die(f"{d}: class {d.name!r} is not a class of the seeds ({', '.join(classes)}); rebuild the voices "
@@ -204,14 +204,15 @@ def load_extra(extra_dir: Path, classes: Sequence[str], clip_samples: int = DEFA
                 try:
                     group.append(checked_seed(p, d.name, source, clip_samples)[0])
                 except AudioError as e:
+                    if not left_out:
+                        first_reason = str(e)
                     left_out.append(source)
-                    why = why if left_out[1:] else str(e)
                 continue
             group.append(read_seed(p, d.name, source, clip_samples)[0])
         extra[d.name] = tuple(group)
     if left_out:
         log.warning("%d of the voices' near-miss takes left out, as they fail the checks a command's take passes; "
-                    "the first: %s", len(left_out), why)
+                    "the first: %s", len(left_out), first_reason)
     return extra, inputs, left_out
 
 
