@@ -222,6 +222,13 @@ def fa_per_hour(false_accepts: int, negative_s: float) -> float:
     return false_accepts * 3600.0 / negative_s
 
 
+def smooth_streams(prob_sequences: Iterable[np.ndarray], settings: DetectorSettings,
+                   classes: Sequence[str]) -> list[np.ndarray]:
+    """Each sequence smoothed as a fresh stream (:meth:`Detector.smooth`), for sweeps that smooth only once."""
+    det = Detector(settings, classes)
+    return [det.smooth(p) for p in prob_sequences]
+
+
 def count_false_accepts(smoothed_sequences: Iterable[np.ndarray], settings: DetectorSettings,
                         classes: Sequence[str]) -> int:
     """Events the detector fires on keyword-free audio (every event there is a false accept)."""
@@ -262,8 +269,7 @@ def calibrate(prob_sequences: Sequence[np.ndarray], negative_s: float, classes: 
     if target_fa_per_hour < 0:
         raise ValueError(f"target FA/h must be >= 0, got {target_fa_per_hour}")
     grid = sorted({float(t) for t in thresholds})
-    det = Detector(base, classes)
-    smoothed = [det.smooth(p) for p in prob_sequences]
+    smoothed = smooth_streams(prob_sequences, base, classes)
     # from the highest threshold down, stopping at the first that breaks the target: the thresholds
     # below it cannot be chosen, so their false accepts are never counted
     counts: dict[int, int] = {}

@@ -40,12 +40,12 @@ from pipeline.core.cli import StageError, die, parse_stage_args, run_main, setup
 from pipeline.core.detector import (
     BACKGROUND_CLASS,
     Calibration,
-    Detector,
     DetectorSettings,
     calibrate,
     class_thresholds,
     count_false_accepts,
     fa_per_hour,
+    smooth_streams,
 )
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.eval.detect import in_context, negative_probs, stream_probs
@@ -78,8 +78,7 @@ def miss_rate(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settin
 
     if not pos_probs:
         return None
-    det = Detector(settings, classes)
-    hits = detector_hits([det.smooth(p) for p in pos_probs], pos_labels, settings, classes)
+    hits = detector_hits(smooth_streams(pos_probs, settings, classes), pos_labels, settings, classes)
     return 1.0 - sum(hits) / len(hits)
 
 
@@ -87,8 +86,7 @@ def per_class(neg_probs: Sequence[np.ndarray], negative_s: float, classes: Seque
               floor: float) -> Calibration:
     """The calibration with each command's own on threshold (``class_thresholds``) where that keeps the false
     accepts on the negatives at the global threshold's count; else the calibration unchanged."""
-    det = Detector(cal.settings, classes)
-    smoothed = [det.smooth(p) for p in neg_probs]
+    smoothed = smooth_streams(neg_probs, cal.settings, classes)
     tuned = dataclasses.replace(cal.settings, class_on_thresholds=class_thresholds(smoothed, cal.settings, classes,
                                                                                      floor))
     fa = count_false_accepts(smoothed, tuned, classes)

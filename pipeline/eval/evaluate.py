@@ -49,6 +49,7 @@ from pipeline.core.detector import (
     Detector,
     DetectorSettings,
     fa_per_hour,
+    smooth_streams,
     with_on_threshold,
 )
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
@@ -197,11 +198,6 @@ def detector_hits(smoothed: Sequence[np.ndarray], labels: Sequence[int], setting
     return [any(e.class_index == y for e in det.run_smoothed(s)) for s, y in zip(smoothed, labels, strict=True)]
 
 
-def _smoothed(probs: Sequence[np.ndarray], settings: DetectorSettings, classes: Sequence[str]) -> list[np.ndarray]:
-    det = Detector(settings, classes)
-    return [det.smooth(p) for p in probs]
-
-
 def _sweep(pos_s: Sequence[np.ndarray], pos_labels: Sequence[int], neg_s: Sequence[np.ndarray], negative_s: float,
            settings: DetectorSettings, classes: Sequence[str],
            thresholds: Sequence[float]) -> tuple[list[dict[str, float]], list[float | None]]:
@@ -226,15 +222,15 @@ def det_sweep(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], neg_pr
               negative_s: float, settings: DetectorSettings, classes: Sequence[str],
               thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[dict[str, float]]:
     """Miss rate (keyword clips) and FA/h (negatives) of the streaming detector for each on threshold."""
-    return _sweep(_smoothed(pos_probs, settings, classes), pos_labels, _smoothed(neg_probs, settings, classes),
-                  negative_s, settings, classes, thresholds)[0]
+    return _sweep(smooth_streams(pos_probs, settings, classes), pos_labels,
+                  smooth_streams(neg_probs, settings, classes), negative_s, settings, classes, thresholds)[0]
 
 
 def firing_thresholds(pos_probs: Sequence[np.ndarray], pos_labels: Sequence[int], settings: DetectorSettings,
                       classes: Sequence[str], thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID) -> list[float | None]:
     """For each keyword clip, the highest on threshold of the grid at which the detector (``settings``' structure)
     fires the clip's class; None where it never does."""
-    return _sweep(_smoothed(pos_probs, settings, classes), pos_labels, [], 0.0, settings, classes, thresholds)[1]
+    return _sweep(smooth_streams(pos_probs, settings, classes), pos_labels, [], 0.0, settings, classes, thresholds)[1]
 
 
 def fa_per_hour_at(curve: Sequence[Mapping[str, Any]], threshold: float | None) -> float | None:
@@ -507,10 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     true_classes = [c for c in keyword_classes if c in layout]
     matrix = [[sum(1 for r in clip_rows if r["class"] == t and r["predicted"] == p) for p in classes] for t in true_classes]
     n_correct = sum(r["correct"] for r in clip_rows)
-    pos_s = _smoothed(pos_probs, settings, classes)
+    pos_s = smooth_streams(pos_probs, settings, classes)
     hits = detector_hits(pos_s, pos_labels, settings, classes)
-    curve, firing = _sweep(pos_s, pos_labels, _smoothed(neg_probs, settings, classes), negative_s, settings, classes,
-                           DEFAULT_THRESHOLD_GRID)
+    curve, firing = _sweep(pos_s, pos_labels, smooth_streams(neg_probs, settings, classes), negative_s, settings,
+                           classes, DEFAULT_THRESHOLD_GRID)
     for row, hit, upto in zip(clip_rows, hits, firing, strict=True):
         row.update(found=hit, found_up_to=upto, fa_per_hour_there=fa_per_hour_at(curve, upto))
     fa = len(fa_events)
